@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Go unit tests of every package (those needing a daemon are in 30-boxd / 40-e2e).
+source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
+cd "$REPO_ROOT"
+go vet ./...
+go test -count=1 ./...
