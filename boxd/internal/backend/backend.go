@@ -1,0 +1,143 @@
+// Package backend defines the seam between boxd's RPC/session layer and the thing that runs
+// sandboxes (Docker today; e2b, a Kubernetes backend, a warm pool or an in-sandbox exec agent
+// later). The session layer owns every protocol rule (validation, get-or-create, TTL, output
+// caps, clip notices, the `sh -lc` wrapping, timeouts as results); a Backend only starts,
+// probes, stops sandboxes and runs argv vectors in them.
+package backend
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// MountMode is a host mount mode of the protocol (§6.5): "none", "ro" or "rw".
+type MountMode string
+
+const (
+	MountNone MountMode = "none"
+	MountRO   MountMode = "ro"
+	MountRW   MountMode = "rw"
+)
+
+// Mount is one bind mount of a host path into the sandbox.
+type Mount struct {
+	HostPath  string
+	MountPath string
+	Mode      MountMode
+}
+
+// SessionSpec is what a backend needs to start one sandbox. The session layer has already
+// validated and normalised it (§6.1) and resolved the physical (namespaced) session id.
+type SessionSpec struct {
+	PhysicalID     string // namespaced session id, e.g. ws-<24 hex>-g1-p
+	Image          string
+	NetworkOn      bool
+	HostPath       string    // "" when the spec has none
+	HostPathMode   MountMode // ignored when HostPath is ""
+	MountPath      string
+	ExtraMounts    []Mount // mode "none" entries already removed
+	Persistent     bool
+	CPUs           float64
+	MemoryMB       int
+	PidsLimit      int
+	ReadOnlyRootfs bool
+}
+
+// Handle identifies a started sandbox to its backend. For Docker it is the container name,
+// which is also the protocol's backend_session_id.
+type Handle struct {
+	ID string
+}
+
+// EnvVar keeps insertion order, which the protocol preserves (§9.1.3).
+type EnvVar struct {
+	Key, Value string
+}
+
+// ExecRequest runs Argv in the sandbox (the session layer builds the `sh -lc` script).
+// Output is streamed to Stdout/Stderr; the session layer caps and trims it.
+// Cancel ctx to kill the command (the session layer does that on timeout and then drops
+// the session, as the protocol requires).
+type ExecRequest struct {
+	Argv   []string
+	Env    []EnvVar
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// ExecResult is the outcome of a completed command. A command that ran and failed is a
+// result with a non-zero exit code, not an error; an error means the backend could not run it.
+type ExecResult struct {
+	ExitCode int
+}
+
+// ProcessRequest starts a long-lived process with pipes (managed processes, §8.7).
+type ProcessRequest struct {
+	Argv []string
+	Env  []EnvVar
+}
+
+// Process is a running managed process.
+type Process interface {
+	Stdin() io.WriteCloser
+	Stdout() io.Reader
+	Stderr() io.Reader
+	// Wait blocks until the process exits. The exit code follows the protocol's convention:
+	// the exit status, or minus the signal number when killed by a signal.
+	Wait(ctx context.Context) (exitCode int, err error)
+	// Terminate asks the process to stop (SIGTERM semantics); Kill forces it (SIGKILL).
+	Terminate(ctx context.Context) error
+	Kill(ctx context.Context) error
+}
+
+// Info describes a backend for box_get_backend_info / box_status.
+type Info struct {
+	Name string // "docker"
+}
+
+// Backend runs sandboxes. Implementations must be safe for concurrent use: the session
+// layer calls Start/Stop for different sessions in parallel and never holds a global lock
+// around them.
+type Backend interface {
+	Info() Info
+	// Available reports whether the backend can run sandboxes now (Docker: the daemon answers).
+	Available(ctx context.Context) error
+	// Start creates and starts a sandbox for spec.
+	Start(ctx context.Context, spec SessionSpec) (Handle, error)
+	// Alive reports whether the sandbox still runs; probe errors count as dead.
+	Alive(ctx context.Context, h Handle) bool
+	// Stop removes the sandbox; it is idempotent.
+	Stop(ctx context.Context, h Handle) error
+	// Exec runs one command to completion (or until ctx is cancelled).
+	Exec(ctx context.Context, h Handle, req ExecRequest) (ExecResult, error)
+	// StartProcess starts a managed process with stdin/stdout/stderr pipes.
+	StartProcess(ctx context.Context, h Handle, req ProcessRequest) (Process, error)
+	// CleanupOrphans removes sandboxes this runtime family owns that belong to another
+	// instance id (start-up only, §9.1.6) and returns how many were removed.
+	CleanupOrphans(ctx context.Context, currentInstanceID string) (int, error)
+}
+
+// Error is a backend failure the session layer reports as `BoxError: <Message>`.
+// Validation failures (e.g. a blocked host path) use ValidationError instead.
+type Error struct {
+	Message string
+	Err     error
+}
+
+func (e *Error) Error() string { return e.Message }
+func (e *Error) Unwrap() error { return e.Err }
+
+// ValidationError is reported as `BoxValidationError: <Message>`.
+type ValidationError struct {
+	Message string
+}
+
+func (e *ValidationError) Error() string { return e.Message }
+
+// ErrNotFound is returned by Exec/StartProcess when the sandbox is gone.
+var ErrNotFound = errors.New("sandbox not found")
+
+// DefaultStopTimeout bounds Stop calls made during cleanup.
+const DefaultStopTimeout = 20 * time.Second
