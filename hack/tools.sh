@@ -9,11 +9,17 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 build_helm() {
-  local dir="$TOOLS_CACHE/helm-$HELM_VERSION"
+  # The ldflags mirror helm's own Makefile: without them the binary reports version "v3.22"
+  # and assumes Kubernetes 1.20 for `helm template` / `helm lint` (kubeVersion checks fail).
+  local dir="$TOOLS_CACHE/helm-$HELM_VERSION-k1.37"
   if [ ! -x "$dir/helm" ]; then
     log "building helm $HELM_VERSION (first use on this machine, ~4 min)"
     mkdir -p "$dir"
-    GOBIN="$dir" GOFLAGS=-buildvcs=false CGO_ENABLED=0 go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+    local ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+    for p in pkg/chartutil pkg/lint/rules; do
+      ld="$ld -X helm.sh/helm/v3/$p.k8sVersionMajor=1 -X helm.sh/helm/v3/$p.k8sVersionMinor=37"
+    done
+    GOBIN="$dir" GOFLAGS=-buildvcs=false CGO_ENABLED=0 go install -ldflags "$ld" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   fi
   echo "$dir/helm"
 }
