@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/langbot-k8s/langbot-k8s/pkg/check"
+	"github.com/langbot-k8s/langbot-k8s/pkg/explain"
+	"github.com/langbot-k8s/langbot-k8s/pkg/nodes"
+)
+
+func runRender(ctx context.Context, f *flags, stdout, stderr io.Writer) int {
+	rep, err := check.Run(ctx, f.opts)
+	if err != nil {
+		fmt.Fprintln(stderr, "langbotctl render:", err)
+		return 1
+	}
+	if rep.Rendered == nil {
+		printProblems(stderr, rep)
+		return 1
+	}
+	fmt.Fprint(stdout, rep.Rendered.All())
+	return 0
+}
+
+func runValidate(ctx context.Context, f *flags, stdout, stderr io.Writer) int {
+	rep, err := check.Run(ctx, f.opts)
+	if err != nil {
+		fmt.Fprintln(stderr, "langbotctl validate:", err)
+		return 1
+	}
+	if f.output == "json" {
+		out := struct {
+			OK       bool     `json:"ok"`
+			Problems []string `json:"problems"`
+			*check.Report
+		}{rep.OK(), rep.Problems(), rep}
+		if out.Problems == nil {
+			out.Problems = []string{}
+		}
+		writeJSON(stdout, out)
+	} else if rep.OK() {
+		fmt.Fprintf(stdout, "valid: %d objects rendered, every Box invariant holds\n", len(rep.Set.Objects))
+		for _, p := range rep.PodSecurity {
+			fmt.Fprintf(stdout, "  %-45s needs Pod Security level %s\n", p.Object, p.Level)
+		}
+	} else {
+		printProblems(stdout, rep)
+	}
+	if !rep.OK() {
+		return 1
+	}
+	return 0
+}
+
+func runExplain(ctx context.Context, f *flags, stdout, stderr io.Writer) int {
+	rep, err := check.Run(ctx, f.opts)
+	if err != nil {
+		fmt.Fprintln(stderr, "langbotctl explain:", err)
+		return 1
+	}
+	if rep.Set == nil {
+		printProblems(stderr, rep)
+		return 1
+	}
+	ns, err := nodes.Load(ctx, f.nodes, f.kubeconfig)
+	if err != nil {
+		fmt.Fprintln(stderr, "langbotctl explain:", err)
+		return 1
+	}
+	ex, err := explain.Explain(rep.Set, ns)
+	if err != nil {
+		fmt.Fprintln(stderr, "langbotctl explain:", err)
+		return 1
+	}
+	if f.output == "json" {
+		writeJSON(stdout, ex)
+	} else {
+		printExplain(stdout, ex, ns != nil)
+	}
+	for _, c := range ex.Components {
+		if c.Schedulable != nil && !*c.Schedulable {
+			return 3 // a pod would stay Pending
+		}
+	}
+	return 0
+}
+
+func printProblems(w io.Writer, rep *check.Report) {
+	ps := rep.Problems()
+	fmt.Fprintf(w, "invalid: %d problem(s)\n", len(ps))
+	for _, p := range ps {
+		fmt.Fprintf(w, "  - %s\n", strings.ReplaceAll(strings.TrimSpace(p), "\n", "\n    "))
+	}
+}
+
+func printExplain(w io.Writer, ex *explain.Report, withNodes bool) {
+	fmt.Fprintln(w, "Placement:")
+	for _, c := range ex.Components {
+		fmt.Fprintf(w, "  %-15s %s\n", c.Component, c.Pool)
+		if withNodes {
+			if c.Schedulable != nil && *c.Schedulable {
+				fmt.Fprintf(w, "  %-15s   -> schedulable on: %s\n", "", strings.Join(c.Nodes, ", "))
+			} else {
+				fmt.Fprintf(w, "  %-15s   -> PENDING: %s\n", "", c.Pending)
+			}
+		}
+	}
+	fmt.Fprintln(w, "Pod Security level needed:")
+	for _, c := range ex.Components {
+		fmt.Fprintf(w, "  %-15s %s", c.Component, c.PodSecurity)
+		if len(c.PSSReasons) > 0 {
+			fmt.Fprintf(w, " (%s)", strings.Join(c.PSSReasons, "; "))
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w, "Exposed:")
+	for _, e := range ex.Exposures {
+		fmt.Fprintf(w, "  %-10s %-25s %s\n", e.Kind, e.Name, e.Detail)
+	}
+}
+
+func writeJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
