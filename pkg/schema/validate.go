@@ -41,7 +41,8 @@ func (v *Validator) Validate(values map[string]any) ([]Problem, error) {
 	var out []Problem
 	for _, e := range res.Errors() {
 		field := e.Field()
-		if e.Type() == "additional_property_not_allowed" {
+		switch e.Type() {
+		case "additional_property_not_allowed", "required":
 			if prop, ok := e.Details()["property"].(string); ok {
 				field = joinField(field, prop)
 			}
