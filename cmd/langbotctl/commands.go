@@ -18,11 +18,15 @@ func runRender(ctx context.Context, f *flags, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "langbotctl render:", err)
 		return 1
 	}
-	if rep.Rendered == nil {
+	if rep.Rendered == nil || len(rep.Schema) > 0 {
 		printProblems(stderr, rep)
 		return 1
 	}
 	fmt.Fprint(stdout, rep.Rendered.All())
+	if len(rep.Findings) > 0 {
+		printProblems(stderr, rep) // rendered, but the Box design would not work
+		return 1
+	}
 	return 0
 }
 

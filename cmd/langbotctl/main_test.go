@@ -30,6 +30,8 @@ func TestCLI(t *testing.T) {
 			[]string{"box.hostRoot", "langbot.image.tag", "invalid:"}, nil},
 		{"validate cross-field rule", []string{"validate", "--set", "box.enabled=true", "--set", "box.allowedMountRoots={/srv}"}, 1,
 			[]string{"box.allowedMountRoots"}, nil},
+		{"validate lists schema and template problems together", []string{"validate", "--set", "box.enabled=true", "--set", "box.allowedMountRoots={/srv}", "--set", "box.image.tag=latest"}, 1,
+			[]string{"invalid: 2 problem(s)", "box.image.tag: `latest` is refused", "is not inside box.allowedMountRoots"}, nil},
 		{"render refuses bad values", []string{"render", "--set", "box.backend=podman"}, 1, nil, []string{"box.backend"}},
 		{"explain pools", []string{"explain", "-f", "../../charts/langbot/ci/node-pools-values.yaml", "--nodes", "testdata/nodes-two-pools.yaml"}, 0,
 			[]string{"schedulable on: box-1", "schedulable on: general-1", "Pod Security"}, nil},

@@ -78,7 +78,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if rep.Schema, err = v.Validate(full); err != nil {
 		return nil, err
 	}
-	res, err := render.Render(ctx, o.Render, vals)
+	ro := o.Render
+	// gojsonschema already listed the schema problems: render anyway so the chart's cross-field
+	// rules and the invariants can report too, and the user sees every problem at once.
+	ro.SkipSchemaValidation = len(rep.Schema) > 0
+	res, err := render.Render(ctx, ro, vals)
 	if err != nil {
 		rep.RenderError = err.Error()
 		return rep, nil

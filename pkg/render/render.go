@@ -31,6 +31,9 @@ type Options struct {
 	Namespace   string   // default "default"
 	KubeVersion string   // default "1.34.0"
 	APIVersions []string // extra API versions; default DefaultAPIVersions
+	// SkipSchemaValidation renders even when values.schema.json rejects the values, so the
+	// templates' own cross-field checks can still report (the caller validated the schema).
+	SkipSchemaValidation bool
 }
 
 // Result is a rendered release.
@@ -75,6 +78,7 @@ func Render(ctx context.Context, opts Options, vals map[string]any) (*Result, er
 	inst.Namespace = opts.Namespace
 	inst.KubeVersion = kv
 	inst.APIVersions = chartutil.VersionSet(opts.APIVersions)
+	inst.SkipSchemaValidation = opts.SkipSchemaValidation
 	if vals == nil {
 		vals = map[string]any{}
 	}

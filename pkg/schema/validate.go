@@ -68,13 +68,24 @@ func joinField(parent, child string) string {
 	return parent + "." + child
 }
 
+// notHints explains the schema's `not` rules, whose generic message says nothing useful.
+var notHints = map[string]string{
+	"image.tag": "`latest` is refused: pin a version (or set a digest) so upgrades are deliberate",
+	"hostRoot":  "'.' and '..' path segments are refused: give a clean absolute path such as /app/data/box",
+}
+
 // describe makes gojsonschema's messages actionable where the default text is vague.
 func describe(e gojsonschema.ResultError) string {
 	switch e.Type() {
 	case "additional_property_not_allowed":
 		return "unknown key: remove it or check its spelling against values.yaml"
 	case "number_not":
-		return "value is refused: " + e.Description()
+		for suffix, hint := range notHints {
+			if strings.HasSuffix(e.Field(), suffix) {
+				return hint
+			}
+		}
+		return "value is refused by the schema"
 	case "number_one_of":
 		return "value does not match any allowed form: " + strings.TrimSpace(e.Description())
 	}
