@@ -2,6 +2,7 @@ package schema
 
 import (
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -38,4 +39,19 @@ func TestValidateNamesFields(t *testing.T) {
 		fields = append(fields, p.Field)
 	}
 	assert.ElementsMatch(t, []string{"extra", "n.port", "r"}, fields)
+}
+
+// Every key users can set is documented, and no stray keyword (a YAML slip) sneaks in.
+func TestEveryPropertyIsDocumented(t *testing.T) {
+	b, err := os.ReadFile("../../charts/langbot/values.schema.json")
+	require.NoError(t, err)
+	table, err := ValuesTable(b)
+	require.NoError(t, err)
+	for _, line := range strings.Split(strings.TrimSpace(table), "\n")[2:] {
+		cells := strings.Split(line, " | ")
+		require.Len(t, cells, 3, line)
+		assert.NotEqual(t, "|", strings.TrimSpace(cells[2]), "undocumented key: %s", cells[0])
+		assert.NotEqual(t, "any", cells[1], "untyped key: %s", cells[0])
+	}
+	assert.Contains(t, table, "| `box.hostRoot` | string |")
 }
