@@ -3,4 +3,12 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
 cd "$REPO_ROOT"
 go vet ./...
-go test -count=1 ./...
+report="$STATE_DIR/results/unit.json"
+mkdir -p "$(dirname "$report")"
+set +e
+go test -count=1 -json ./... > "$report"
+rc=$?
+set -e
+# Human-readable output from the JSON stream, and the counts for ci/test.sh's summary.
+go run ./hack/gotestsum-lite < "$report"
+exit $rc

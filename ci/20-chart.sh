@@ -25,4 +25,7 @@ fi
 grep -q "/box/hostRoot" <<<"$out" || die "helm's schema error does not name box.hostRoot: $out"
 log "helm refuses a relative box.hostRoot, naming the field"
 
-"$UNITTEST" --strict "$CHART"
+out=$("$UNITTEST" --strict "$CHART" 2>&1) || { echo "$out"; die "helm-unittest failed"; }
+echo "$out"
+counts=$(sed -n 's/^Tests: *\([0-9]*\) passed.*/\1/p' <<<"$out")
+mkdir -p "$STATE_DIR/results" && echo "chart $((counts + n + 2)) 0" >> "$STATE_DIR/results/counts"

@@ -5,6 +5,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
 cd "$REPO_ROOT"
 stages=(ci/10-unit.sh ci/20-chart.sh ci/30-boxd.sh ci/40-e2e.sh)
 declare -A took
+mkdir -p "$STATE_DIR/results" && : > "$STATE_DIR/results/counts"
 for s in "${stages[@]}"; do
   [ -f "$s" ] || continue
   log "=== $s"
@@ -13,4 +14,8 @@ for s in "${stages[@]}"; do
   took[$s]=$((SECONDS - start))
 done
 log "stage timings:"
-for s in "${stages[@]}"; do [ -n "${took[$s]:-}" ] && printf '  %-20s %5ss\n' "$s" "${took[$s]}" >&2; done
+for s in "${stages[@]}"; do
+  if [ -n "${took[$s]:-}" ]; then printf "  %-20s %5ss\n" "$s" "${took[$s]}" >&2; fi
+done
+# One closing line for CI: every Go test, helm-unittest test and chart check counted.
+awk '{p += $2; f += $3} END {printf "%d passed, %d failed\n", p, f}' "$STATE_DIR/results/counts"
