@@ -57,7 +57,11 @@ func main() {
 	if dir := os.Getenv("STATE_DIR"); dir != "" {
 		f, err := os.OpenFile(filepath.Join(dir, "results", "counts"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 		if err == nil {
-			fmt.Fprintf(f, "unit %d %d\n", passed, failed)
+			label := os.Getenv("RESULTS_LABEL")
+			if label == "" {
+				label = "unit"
+			}
+			fmt.Fprintf(f, "%s %d %d\n", label, passed, failed)
 			f.Close()
 		}
 	}

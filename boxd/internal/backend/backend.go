@@ -43,6 +43,9 @@ type SessionSpec struct {
 	MemoryMB       int
 	PidsLimit      int
 	ReadOnlyRootfs bool
+	// WorkspaceQuotaMB is metadata only (LangBot enforces quotas); kept so a re-adopted
+	// session compares equal to LangBot's spec.
+	WorkspaceQuotaMB int
 }
 
 // Handle identifies a started sandbox to its backend. For Docker it is the container name,

@@ -202,11 +202,43 @@ func (m *Manager) create(ctx context.Context, physical string, spec Spec) (*Sess
 	return s, nil
 }
 
-// Adopt registers a sandbox that survived a restart (a persistent session re-adopted).
-func (m *Manager) Adopt(physical string, spec Spec, h backend.Handle, created time.Time) {
+// Adopt registers a persistent sandbox that survived a restart of boxd.
+func (m *Manager) Adopt(bs backend.SessionSpec, h backend.Handle, created time.Time) {
+	spec := Spec{Image: bs.Image, Network: "off", HostPathMode: string(bs.HostPathMode), MountPath: bs.MountPath,
+		ExtraMounts: bs.ExtraMounts, Persistent: bs.Persistent, CPUs: bs.CPUs, MemoryMB: bs.MemoryMB,
+		PidsLimit: bs.PidsLimit, ReadOnlyRootfs: bs.ReadOnlyRootfs, WorkspaceQuotaMB: bs.WorkspaceQuotaMB}
+	if bs.NetworkOn {
+		spec.Network = "on"
+	}
+	if bs.HostPath != "" {
+		hp := bs.HostPath
+		spec.HostPath = &hp
+	}
+	if spec.HostPathMode == "" {
+		spec.HostPathMode = "rw"
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.sessions[physical] = &Session{Physical: physical, Spec: spec, Handle: h, CreatedAt: created, lastUsed: m.now(), mountsKey: spec.mountsKey(), procs: map[string]*Process{}}
+	m.sessions[bs.PhysicalID] = &Session{Physical: bs.PhysicalID, Spec: spec, Handle: h, CreatedAt: created, lastUsed: m.now(), mountsKey: spec.mountsKey(), procs: map[string]*Process{}}
+}
+
+// Release forgets persistent sessions without removing their sandboxes, so a restarted boxd
+// re-adopts them; every other session is dropped. Used on SIGTERM/SIGINT.
+func (m *Manager) Release(ctx context.Context) {
+	m.mu.Lock()
+	m.shutting = true
+	var drop []*Session
+	for id, s := range m.sessions {
+		if s.Spec.Persistent {
+			delete(m.sessions, id)
+			continue
+		}
+		drop = append(drop, s)
+	}
+	m.mu.Unlock()
+	for _, s := range drop {
+		m.drop(ctx, s)
+	}
 }
 
 func backendError(err error) error {
@@ -221,7 +253,7 @@ func backendError(err error) error {
 
 func toBackendSpec(physical string, s Spec) backend.SessionSpec {
 	bs := backend.SessionSpec{PhysicalID: physical, Image: s.Image, NetworkOn: s.Network == "on", MountPath: s.MountPath,
-		Persistent: s.Persistent, CPUs: s.CPUs, MemoryMB: s.MemoryMB, PidsLimit: s.PidsLimit, ReadOnlyRootfs: s.ReadOnlyRootfs,
+		Persistent: s.Persistent, CPUs: s.CPUs, WorkspaceQuotaMB: s.WorkspaceQuotaMB, MemoryMB: s.MemoryMB, PidsLimit: s.PidsLimit, ReadOnlyRootfs: s.ReadOnlyRootfs,
 		HostPathMode: backend.MountMode(s.HostPathMode)}
 	if s.HostPath != nil {
 		bs.HostPath = *s.HostPath

@@ -1,0 +1,46 @@
+// Command boxd is a Go LangBot Box runtime, protocol-compatible with `lbp box` of
+// langbot-plugin 0.5.5: sandboxes through the Docker Engine API, one listener for /healthz,
+// /readyz, /rpc/ws and the managed-process relays.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/runtime"
+)
+
+func main() {
+	fs := flag.NewFlagSet("boxd", flag.ExitOnError)
+	host := fs.String("host", "0.0.0.0", "bind address of the listener")
+	port := fs.Int("ws-control-port", 5410, "port of the single listener")
+	var stdio bool
+	fs.BoolVar(&stdio, "s", false, "control channel over stdin/stdout (needs LANGBOT_BOX_TRUSTED_INSTANCE_UUID)")
+	fs.BoolVar(&stdio, "stdio-control", false, "same as -s")
+	logFormat := fs.String("log-format", "text", "text or json (logs go to stderr)")
+	_ = fs.Parse(os.Args[1:])
+
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, nil)
+	if *logFormat == "json" {
+		h = slog.NewJSONHandler(os.Stderr, nil)
+	}
+	log := slog.New(h)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := runtime.Run(ctx, runtime.Options{
+		Host: *host, Port: *port, Stdio: stdio,
+		Token:           os.Getenv("LANGBOT_BOX_CONTROL_TOKEN"),
+		TrustedInstance: os.Getenv("LANGBOT_BOX_TRUSTED_INSTANCE_UUID"),
+		ConfigJSON:      os.Getenv("LANGBOT_BOX_CONFIG"),
+		Stdin:           os.Stdin, Stdout: os.Stdout, Logger: log,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "boxd:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,158 @@
+package server
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/tenancy"
+)
+
+const (
+	relayPing    = 30 * time.Second
+	relayPongMax = 15 * time.Second
+)
+
+func relayError(w http.ResponseWriter, class, msg string) {
+	writeJSON(w, http.StatusBadRequest, map[string]any{"error": map[string]any{"code": class, "message": msg}})
+}
+
+// relay serves the managed-process stdio relay (§2.6, §8.7): stdout one line per text
+// message, each text message to stdin followed by "\n". Detaching never stops the process.
+func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
+	inst, ok := s.authenticate(r, false)
+	if !ok {
+		unauthorized(w)
+		return
+	}
+	ws := strings.TrimSpace(r.Header.Get(HeaderWorkspace))
+	genText := strings.TrimSpace(r.Header.Get(HeaderGeneration))
+	gen, err := strconv.Atoi(genText)
+	if ws == "" || len(ws) > 256 || err != nil || strconv.Itoa(gen) != genText || gen < 1 {
+		unauthorized(w)
+		return
+	}
+	tctx := tenancy.Context{Instance: inst, Workspace: ws, Generation: gen}
+	if !s.fence.Current(tctx) {
+		unauthorized(w)
+		return
+	}
+	phys := r.PathValue("session")
+	pid := r.PathValue("process")
+	if pid == "" {
+		pid = "default"
+	}
+	if !strings.HasPrefix(phys, tctx.PlacementPrefix()) || len(phys) <= len(tctx.PlacementPrefix()) {
+		unauthorized(w)
+		return
+	}
+	sess, p, err := s.mgr.GetProcess(phys, pid)
+	if err != nil {
+		e := err.(*rpc.Error)
+		relayError(w, e.Class, e.Text)
+		return
+	}
+	select {
+	case <-p.Done():
+		relayError(w, rpc.BoxManagedProcessConflict, "managed process "+pid+" in session "+phys+" is not running")
+		return
+	default:
+	}
+	conn, err := s.upgrader.Upgrade(w, r, http.Header{"Sec-WebSocket-Protocol": {"mcp"}})
+	if err != nil {
+		return
+	}
+	defer s.track(conn)()
+	defer conn.Close()
+	conn.SetReadLimit(maxMessage)
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	defer cancel()
+
+	// Wait (already upgraded, silent) for the attach lock.
+	select {
+	case p.Attach <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-p.Attach }()
+
+	done := make(chan struct{}, 3)
+	var wmu = make(chan struct{}, 1)
+	write := func(kind int, b []byte) error {
+		wmu <- struct{}{}
+		defer func() { <-wmu }()
+		return conn.WriteMessage(kind, b)
+	}
+	// stdout -> WS
+	go func() {
+		defer func() { done <- struct{}{} }()
+		for {
+			select {
+			case line, ok := <-p.Lines:
+				if !ok {
+					return
+				}
+				if !s.fence.Current(tctx) || write(websocket.TextMessage, []byte(line)) != nil {
+					return
+				}
+				s.mgr.Touch(sess)
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	// WS -> stdin
+	conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Time{}) })
+	go func() {
+		defer func() { done <- struct{}{} }()
+		for {
+			kind, msg, err := conn.ReadMessage()
+			if err != nil {
+				return
+			}
+			if kind != websocket.TextMessage {
+				continue
+			}
+			if !s.fence.Current(tctx) {
+				return
+			}
+			if _, err := io.WriteString(p.Stdin(), string(msg)+"\n"); err != nil {
+				return
+			}
+			s.mgr.Touch(sess)
+		}
+	}()
+	// heartbeat and fence
+	go func() {
+		defer func() { done <- struct{}{} }()
+		t := time.NewTicker(relayPing)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.fence.Changed():
+				if !s.fence.Current(tctx) {
+					return
+				}
+			case <-t.C:
+				_ = conn.SetReadDeadline(time.Now().Add(relayPongMax))
+				wmu <- struct{}{}
+				err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(relayPongMax))
+				<-wmu
+				if err != nil {
+					return
+				}
+			}
+		}
+	}()
+	<-done
+	cancel()
+	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+}
