@@ -58,8 +58,8 @@ func TestParseSpecDefaultsAndRules(t *testing.T) {
 }
 
 func TestMountsKeyIgnoresOrderDuplicatesAndNone(t *testing.T) {
-	a := Spec{ExtraMounts: []backend.Mount{{"/a", "/x", "ro"}, {"/b", "/y", "rw"}, {"/c", "/z", "none"}}}
-	b := Spec{ExtraMounts: []backend.Mount{{"/b", "/y", "rw"}, {"/a", "/x", "ro"}, {"/a", "/x", "ro"}}}
+	a := Spec{ExtraMounts: []backend.Mount{{HostPath: "/a", MountPath: "/x", Mode: "ro"}, {HostPath: "/b", MountPath: "/y", Mode: "rw"}, {HostPath: "/c", MountPath: "/z", Mode: "none"}}}
+	b := Spec{ExtraMounts: []backend.Mount{{HostPath: "/b", MountPath: "/y", Mode: "rw"}, {HostPath: "/a", MountPath: "/x", Mode: "ro"}, {HostPath: "/a", MountPath: "/x", Mode: "ro"}}}
 	assert.Equal(t, a.mountsKey(), b.mountsKey())
 	assert.NotEqual(t, a.mountsKey(), Spec{}.mountsKey())
 }
