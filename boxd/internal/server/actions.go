@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/probe"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/session"
 )
@@ -23,6 +24,14 @@ func (s *Server) registry() map[string]action {
 	})
 	s.Register("box_upsert_sandbox_admission_grant", hostControl, admissionDisabled)
 	s.Register("box_revoke_sandbox_admission_grant", hostControl, admissionDisabled)
+	s.Register("box_verify_shared_workspace", hostControl, func(_ context.Context, c call) (any, error) {
+		var req struct {
+			Marker any `json:"marker_name"`
+		}
+		_ = json.Unmarshal(c.data, &req)
+		marker, _ := req.Marker.(string)
+		return probe.Verify(s.Config().Paths, marker)
+	})
 	s.Register("box_status", tenantOther, s.boxStatus)
 	s.Register("box_exec", tenantSandbox, s.boxExec)
 	s.Register("box_create_session", tenantSandbox, s.boxCreateSession)
