@@ -20,6 +20,7 @@ import (
 
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/config"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/docker"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/metrics"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/server"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/session"
 )
@@ -93,8 +94,14 @@ func Run(ctx context.Context, o Options) error {
 	}
 	var mgr *session.Manager
 	mgr = session.NewManager(be, func() config.Limits { return srv.Limits() }, log)
+	met := metrics.New(metrics.Gauges{Backend: "docker",
+		Sessions:       func() float64 { n, _, _, _, _ := mgr.Counts(); return float64(n) },
+		ManagedRunning: func() float64 { _, n, _, _, _ := mgr.Counts(); return float64(n) },
+		ManagedExited:  func() float64 { _, _, n, _, _ := mgr.Counts(); return float64(n) },
+	})
+	mgr.Observer = met
 	srv = server.New(server.Options{Token: o.Token, TrustedInstance: o.TrustedInstance, Backend: be, Manager: mgr,
-		Config: cfg, Cwd: server.Cwd(), Logger: log})
+		Config: cfg, Cwd: server.Cwd(), Logger: log, Metrics: met})
 
 	if err := be.Available(ctx); err == nil {
 		log.Info("LangBot Box using backend: docker")
@@ -106,6 +113,7 @@ func Run(ctx context.Context, o Options) error {
 			mgr.Adopt(a.Spec, a.Handle, a.Created)
 			log.Info(fmt.Sprintf("LangBot Box persistent session re-adopted: session_id=%s backend_session_id=%s", a.Spec.PhysicalID, a.Handle.ID))
 		}
+		met.OrphansRemoved(removed)
 		if removed > 0 {
 			log.Info(fmt.Sprintf("LangBot Box removed %d orphaned container(s)", removed))
 		}

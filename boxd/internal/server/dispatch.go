@@ -51,6 +51,19 @@ func (s *Server) Dispatch(ctx context.Context, raw []byte) *rpc.Response {
 		return nil
 	}
 	resp := s.dispatch(ctx, req)
+	var name string
+	_ = json.Unmarshal(req.Action, &name)
+	if _, known := s.actions[name]; !known {
+		name = "unknown"
+	}
+	class := ""
+	if resp.Code != 0 {
+		class, _, _ = strings.Cut(resp.Message, ":")
+		if strings.Contains(class, " ") {
+			class = "other"
+		}
+	}
+	s.opts.Metrics.RPC(name, class)
 	return &resp
 }
 

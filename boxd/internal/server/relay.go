@@ -101,6 +101,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 				if !s.fence.Current(tctx) || write(websocket.TextMessage, []byte(line)) != nil {
 					return
 				}
+				s.opts.Metrics.Relay("out", len(line))
 				s.mgr.Touch(sess)
 			case <-ctx.Done():
 				return
@@ -125,6 +126,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 			if _, err := io.WriteString(p.Stdin(), string(msg)+"\n"); err != nil {
 				return
 			}
+			s.opts.Metrics.Relay("in", len(msg)+1)
 			s.mgr.Touch(sess)
 		}
 	}()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/backend"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/config"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/metrics"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/session"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/tenancy"
 )
@@ -49,6 +50,7 @@ type Options struct {
 	Config          config.Config
 	Cwd             string
 	Logger          *slog.Logger
+	Metrics         *metrics.Metrics
 }
 
 // Server holds the runtime state shared by connections.
@@ -96,6 +98,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", s.opts.Metrics.Handler())
 	mux.HandleFunc("GET /rpc/ws", s.rpcWS)
 	mux.HandleFunc("GET /v1/sessions/{session}/managed-process/{process}/ws", s.relay)
 	mux.HandleFunc("GET /v1/sessions/{session}/managed-process/ws", s.relay)

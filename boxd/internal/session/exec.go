@@ -109,6 +109,14 @@ func (m *Manager) Exec(ctx context.Context, physical string, spec Spec) (Result,
 	dur := time.Since(start).Milliseconds()
 	s.lock.Unlock()
 	s.touch(m.now())
+	status := "completed"
+	switch {
+	case timedOut:
+		status = "timed_out"
+	case err != nil && !errors.Is(err, backend.ErrNotFound):
+		status = "error"
+	}
+	m.Observer.Exec(status, time.Since(start))
 	out := Result{SessionID: physical, Backend: m.BackendName(), Stdout: stdout.Text(), Stderr: stderr.Text(), DurationMS: dur}
 	switch {
 	case timedOut:

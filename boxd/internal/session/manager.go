@@ -69,12 +69,27 @@ func FormatTime(t time.Time) string {
 	return t.Format("2006-01-02T15:04:05.000000Z")
 }
 
+// Observer is told about what metrics and audit care for; every method must be cheap.
+type Observer interface {
+	SessionCreated(backend string, d time.Duration, err error)
+	Exec(status string, d time.Duration)
+	Capacity(kind string)
+}
+
+type noObserver struct{}
+
+func (noObserver) SessionCreated(string, time.Duration, error) {}
+func (noObserver) Exec(string, time.Duration)                  {}
+func (noObserver) Capacity(string)                             {}
+
 // Manager owns every session of the runtime.
 type Manager struct {
-	backend backend.Backend
-	log     *slog.Logger
-	now     func() time.Time
-	limits  func() config.Limits
+	// Observer receives events; set it before use (nil means none).
+	Observer Observer
+	backend  backend.Backend
+	log      *slog.Logger
+	now      func() time.Time
+	limits   func() config.Limits
 
 	mu        sync.Mutex
 	sessions  map[string]*Session
@@ -94,7 +109,7 @@ type opLock struct {
 
 // NewManager creates a manager on backend b; limits is read at every decision.
 func NewManager(b backend.Backend, limits func() config.Limits, log *slog.Logger) *Manager {
-	return &Manager{backend: b, log: log, now: time.Now, limits: limits,
+	return &Manager{Observer: noObserver{}, backend: b, log: log, now: time.Now, limits: limits,
 		sessions: map[string]*Session{}, cleanups: map[string]chan struct{}{}, opLocks: map[string]*opLock{}}
 }
 
@@ -173,11 +188,14 @@ func (m *Manager) create(ctx context.Context, physical string, spec Spec) (*Sess
 	m.mu.Lock()
 	if len(m.sessions)+m.creating+len(m.cleanups) >= max {
 		m.mu.Unlock()
+		m.Observer.Capacity("sessions")
 		return nil, rpc.Errorf(rpc.BoxCapacityExceededError, "Box session capacity reached (%d)", max)
 	}
 	m.creating++
 	m.mu.Unlock()
+	started := time.Now()
 	h, err := m.backend.Start(ctx, toBackendSpec(physical, spec))
+	m.Observer.SessionCreated(m.BackendName(), time.Since(started), err)
 	m.mu.Lock()
 	m.creating--
 	if err != nil {

@@ -118,6 +118,7 @@ func (m *Manager) StartProcess(ctx context.Context, physical string, spec Proces
 	}
 	if running+m.starting >= max {
 		m.mu.Unlock()
+		m.Observer.Capacity("managed_processes")
 		return nil, rpc.Errorf(rpc.BoxCapacityExceededError, "Box managed process capacity reached (%d)", max)
 	}
 	m.starting++

@@ -5,6 +5,7 @@ package conformance
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -193,6 +194,30 @@ func TestBlockedMountAndCapacity(t *testing.T) {
 	c.ok("box_create_session", spec(uniq("three"), nil), ctx1)
 	list := c.ok("box_get_sessions", map[string]any{}, ctx1)
 	assert.Len(t, list["sessions"], 1)
+
+	// /metrics, /healthz and box_status agree after this workload.
+	resp, err := http.Get("http://" + b.addr + "/metrics")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	text := string(body)
+	assert.Contains(t, text, `boxd_sessions{backend="docker"} 1`)
+	assert.Contains(t, text, `boxd_capacity_rejections_total{kind="sessions"} 1`)
+	assert.Contains(t, text, `boxd_rpc_requests_total{action="box_exec",error_class="BoxValidationError"} 2`)
+	assert.Contains(t, text, `boxd_rpc_requests_total{action="box_create_session",error_class="BoxCapacityExceededError"} 1`)
+	resp, err = http.Get("http://" + b.addr + "/healthz")
+	require.NoError(t, err)
+	var health struct {
+		Resources struct {
+			Sessions int `json:"sessions"`
+		} `json:"resources"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&health))
+	resp.Body.Close()
+	assert.Equal(t, 1, health.Resources.Sessions)
+	st := c.ok("box_status", map[string]any{}, ctx1)
+	assert.Equal(t, float64(1), st["active_sessions"])
 }
 
 func TestManagedProcessRelay(t *testing.T) {

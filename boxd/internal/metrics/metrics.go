@@ -1,0 +1,90 @@
+// Package metrics exposes boxd's Prometheus metrics on its own registry (no global state).
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are boxd's instruments. The zero value is not usable: call New.
+type Metrics struct {
+	registry           *prometheus.Registry
+	sessionCreations   *prometheus.HistogramVec
+	execs              *prometheus.HistogramVec
+	rpcRequests        *prometheus.CounterVec
+	capacityRejections *prometheus.CounterVec
+	orphansRemoved     prometheus.Counter
+	relayBytes         *prometheus.CounterVec
+}
+
+// Gauges are read at scrape time from the runtime's state.
+type Gauges struct {
+	Sessions       func() float64
+	ManagedRunning func() float64
+	ManagedExited  func() float64
+	Backend        string
+}
+
+// New registers every metric.
+func New(g Gauges) *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{
+		registry: r,
+		sessionCreations: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "boxd_session_creations_seconds",
+			Help: "Time to create a sandbox session, by backend and result.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 10)}, []string{"backend", "result"}),
+		execs: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "boxd_execs_seconds",
+			Help: "box_exec wall time, by status (completed, timed_out, error).", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"status"}),
+		rpcRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "boxd_rpc_requests_total",
+			Help: "RPC requests by action and error class (\"\" on success)."}, []string{"action", "error_class"}),
+		capacityRejections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "boxd_capacity_rejections_total",
+			Help: "Requests refused with BoxCapacityExceededError, by kind."}, []string{"kind"}),
+		orphansRemoved: prometheus.NewCounter(prometheus.CounterOpts{Name: "boxd_orphan_containers_removed_total",
+			Help: "Containers of previous runtime instances removed at start-up."}),
+		relayBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "boxd_relay_bytes_total",
+			Help: "Bytes relayed between managed processes and relay clients, by direction (in = to stdin)."}, []string{"direction"}),
+	}
+	r.MustRegister(m.sessionCreations, m.execs, m.rpcRequests, m.capacityRejections, m.orphansRemoved, m.relayBytes,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "boxd_sessions", Help: "Live sessions.", ConstLabels: prometheus.Labels{"backend": g.Backend}}, g.Sessions),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "boxd_managed_processes", Help: "Managed processes by status.", ConstLabels: prometheus.Labels{"status": "running"}}, g.ManagedRunning),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "boxd_managed_processes", Help: "Managed processes by status.", ConstLabels: prometheus.Labels{"status": "exited"}}, g.ManagedExited),
+	)
+	return m
+}
+
+// Handler serves the text exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}
+
+// SessionCreated records one creation attempt.
+func (m *Metrics) SessionCreated(backend string, d time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.sessionCreations.WithLabelValues(backend, result).Observe(d.Seconds())
+}
+
+// Exec records one box_exec.
+func (m *Metrics) Exec(status string, d time.Duration) {
+	m.execs.WithLabelValues(status).Observe(d.Seconds())
+}
+
+// RPC records one request.
+func (m *Metrics) RPC(action, errorClass string) {
+	m.rpcRequests.WithLabelValues(action, errorClass).Inc()
+}
+
+// Capacity records a capacity rejection ("sessions" or "managed_processes").
+func (m *Metrics) Capacity(kind string) { m.capacityRejections.WithLabelValues(kind).Inc() }
+
+// OrphansRemoved adds n removed orphans.
+func (m *Metrics) OrphansRemoved(n int) { m.orphansRemoved.Add(float64(n)) }
+
+// Relay adds relayed bytes ("in" to stdin, "out" from stdout).
+func (m *Metrics) Relay(direction string, n int) {
+	m.relayBytes.WithLabelValues(direction).Add(float64(n))
+}
