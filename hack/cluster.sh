@@ -184,7 +184,7 @@ up() {
     --service-account-key-file "$C/pki/sa.pub" --service-account-signing-key-file "$C/pki/sa.key" \
     --service-account-issuer https://kubernetes.default.svc --token-auth-file "$TOKEN_FILE" \
     --authorization-mode Node,RBAC --service-cluster-ip-range "$SVC_CIDR" --allow-privileged=true \
-    --enable-priority-and-fairness=false
+    --enable-priority-and-fairness=false --kubelet-preferred-address-types InternalIP,Hostname
   timed "apiserver ready" wait_for "kube-apiserver /readyz" 180 api /readyz
   start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig "$KUBECONFIG_FILE" \
     --authentication-kubeconfig "$KUBECONFIG_FILE" --authorization-kubeconfig "$KUBECONFIG_FILE" \

@@ -18,7 +18,7 @@ fi
 standin() { # standin PKG IMAGE
   local ctx; ctx="$(mktemp -d)"
   CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$ctx/app" "./$1"
-  printf 'FROM scratch\nCOPY app /app\nENTRYPOINT ["/app"]\n' > "$ctx/Dockerfile"
+  printf 'FROM scratch\nCOPY app /usr/local/bin/standin\nENTRYPOINT ["/usr/local/bin/standin"]\n' > "$ctx/Dockerfile"
   docker build -q -t "$2" "$ctx" >/dev/null
   rm -rf "$ctx"
 }

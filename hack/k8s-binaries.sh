@@ -8,7 +8,8 @@
 # each k8s.io/* staging module with its published version.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-DIR="$TOOLS_CACHE/kubernetes-$KUBERNETES_VERSION"
+# "-r2": binaries stamped with their version (the API server reports it; helm checks kubeVersion).
+DIR="$TOOLS_CACHE/kubernetes-$KUBERNETES_VERSION-r2"
 STAGING_VERSION="v0${KUBERNETES_VERSION#v1}"   # v1.34.2 -> v0.34.2
 COMPONENTS=(kube-apiserver kube-scheduler kube-controller-manager kubelet kube-proxy)
 mkdir -p "$DIR"
@@ -40,7 +41,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   for c in "${missing[@]}"; do
     log "building $c $KUBERNETES_VERSION"
-    (cd "$work" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$DIR/$c.tmp" "k8s.io/kubernetes/cmd/$c" && mv "$DIR/$c.tmp" "$DIR/$c")
+    minor="${KUBERNETES_VERSION#v1.}"; minor="${minor%%.*}"
+    ld="-s -w"
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ld="$ld -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+    done
+    (cd "$work" && CGO_ENABLED=0 go build -trimpath -ldflags "$ld" -o "$DIR/$c.tmp" "k8s.io/kubernetes/cmd/$c" && mv "$DIR/$c.tmp" "$DIR/$c")
   done
 fi
 if [ ! -x "$DIR/kwok" ]; then
