@@ -32,6 +32,15 @@ build_sandbox_image() {
   for a in $("$root/bin/busybox" --list); do
     [ -e "$root/bin/$a" ] || ln "$root/bin/busybox" "$root/bin/$a"
   done
+  chmod 755 "$root"
+  # busybox-static is linked against glibc, whose resolver loads NSS modules at run time: ship
+  # them (same glibc as the binary, from this Debian) so wget/nslookup can resolve Service names.
+  mkdir -p "$root/lib/x86_64-linux-gnu" "$root/lib64"
+  for l in libc.so.6 libnss_dns.so.2 libnss_files.so.2 libresolv.so.2; do
+    [ -e "/lib/x86_64-linux-gnu/$l" ] && cp -L "/lib/x86_64-linux-gnu/$l" "$root/lib/x86_64-linux-gnu/"
+  done
+  cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/" 2>/dev/null || true
+  printf 'hosts: files dns\n' > "$root/etc/nsswitch.conf"
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/sh\n' > "$root/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
   chmod 1777 "$root/tmp"
