@@ -262,6 +262,9 @@ down() {
   grep " $C/kubelet/root" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   grep " $R" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   if [ -f "$C/iptables.saved" ]; then iptables-restore < "$C/iptables.saved" && rm -f "$C/iptables.saved"; fi
+  # A table that did not exist when the state was saved is not in the dump, so restoring does not
+  # flush it: drop whatever kube-proxy and the kubelet left (KUBE-* chains and jumps) explicitly.
+  iptables-save | grep -v -e '^:KUBE-' -e '^-A KUBE-' -e '-j KUBE-' | iptables-restore
   ip link del "$BRIDGE" 2>/dev/null || true
   for ns in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do ip netns del "$ns" 2>/dev/null || true; done
   rm -rf "$C" "$R"
