@@ -16,6 +16,7 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -135,24 +136,37 @@ func TestScenariosOnSimulatedPools(t *testing.T) {
 	cases := []struct {
 		name string
 		args []string
-		pool map[string]string // component -> pool label its pods must land on
+		pool map[string]string             // component -> pool label its pods must land on
+		pre  func(t *testing.T, ns string) // objects the user creates before installing
 	}{
-		{"defaults", []string{"--set", "global.nodeSelector.pool=general"}, map[string]string{"langbot": "general", "plugin-runtime": "general"}},
+		{"defaults", []string{"--set", "global.nodeSelector.pool=general"}, map[string]string{"langbot": "general", "plugin-runtime": "general"}, nil},
 		{"node-pools", []string{"-f", e.values("kwok-pools.yaml"), "--set", "box.docker.socketPath=" + e.socket},
-			map[string]string{"langbot": "box", "box": "box", "plugin-runtime": "general"}},
-		{"box-e2b", []string{"-f", filepath.Join(e.chart(), "ci", "box-e2b-values.yaml"), "--set", "global.nodeSelector.pool=general"}, map[string]string{"box": "general"}},
-		{"ingress-tls", []string{"-f", filepath.Join(e.chart(), "ci", "ingress-tls-values.yaml"), "--set", "global.nodeSelector.pool=general"}, nil},
-		{"networkpolicy", []string{"-f", filepath.Join(e.chart(), "ci", "networkpolicy-values.yaml"), "--set", "global.nodeSelector.pool=general", "--set", "box.docker.socketPath=" + e.socket}, nil},
+			map[string]string{"langbot": "box", "box": "box", "plugin-runtime": "general"}, nil},
+		{"box-e2b", []string{"-f", filepath.Join(e.chart(), "ci", "box-e2b-values.yaml"), "--set", "global.nodeSelector.pool=general"}, map[string]string{"box": "general"}, func(t *testing.T, ns string) {
+			_, err := e.cs.CoreV1().Secrets(ns).Create(context.Background(), secretObject(ns, "e2b-credentials", "E2B_API_KEY", "e2b-test-key"), metav1.CreateOptions{})
+			require.NoError(t, err)
+		}},
+		{"ingress-tls", []string{"-f", filepath.Join(e.chart(), "ci", "ingress-tls-values.yaml"), "--set", "global.nodeSelector.pool=general"}, nil, nil},
+		{"networkpolicy", []string{"-f", filepath.Join(e.chart(), "ci", "networkpolicy-values.yaml"), "--set", "global.nodeSelector.pool=general", "--set", "box.docker.socketPath=" + e.socket}, nil, nil},
+		{"existing-secrets", []string{"-f", filepath.Join(e.chart(), "ci", "existing-secrets-values.yaml"), "--set", "global.nodeSelector.pool=general"},
+			map[string]string{"langbot": "general", "box": "general"}, func(t *testing.T, ns string) {
+				// The user's own Secrets and restored claim, made before the install.
+				_, err := e.cs.CoreV1().Secrets(ns).Create(context.Background(), secretObject(ns, "langbot-box-control", "control-token", "user-box-token"), metav1.CreateOptions{})
+				require.NoError(t, err)
+				_, err = e.cs.CoreV1().Secrets(ns).Create(context.Background(), secretObject(ns, "langbot-runtime-control", "control-token", "user-runtime-token"), metav1.CreateOptions{})
+				require.NoError(t, err)
+				_, err = e.cs.CoreV1().PersistentVolumeClaims(ns).Create(context.Background(), claimObject(ns, "langbot-data-restored", "1Gi"), metav1.CreateOptions{})
+				require.NoError(t, err)
+			}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
 			ns := uniqueNS(tc.name)
-			if tc.name == "box-e2b" {
+			if tc.pre != nil {
 				_, err := e.cs.CoreV1().Namespaces().Create(context.Background(), nsObject(ns), metav1.CreateOptions{})
 				require.NoError(t, err)
-				_, err = e.cs.CoreV1().Secrets(ns).Create(context.Background(), secretObject(ns, "e2b-credentials", "E2B_API_KEY", "e2b-test-key"), metav1.CreateOptions{})
-				require.NoError(t, err)
+				tc.pre(t, ns)
 			}
 			e.install("langbot", ns, true, tc.args...)
 			e.assertRunning(ns)
@@ -162,6 +176,13 @@ func TestScenariosOnSimulatedPools(t *testing.T) {
 					require.NoError(t, err)
 					assert.Equal(t, pool, node.Labels["pool"], "%s pod %s on %s", comp, p.Name, p.Spec.NodeName)
 				}
+			}
+			if tc.name == "existing-secrets" {
+				d, err := e.cs.AppsV1().Deployments(ns).Get(context.Background(), "langbot", metav1.GetOptions{})
+				require.NoError(t, err)
+				assert.Contains(t, claimNames(d.Spec.Template.Spec.Volumes), "langbot-data-restored", "langbot mounts the user's claim")
+				_, err = e.cs.CoreV1().Secrets(ns).Get(context.Background(), "langbot-box-token", metav1.GetOptions{})
+				assert.True(t, apierrors.IsNotFound(err), "no token Secret is generated when the user brings one")
 			}
 			if tc.name == "node-pools" {
 				assert.Equal(t, e.onePod(ns, "langbot").Spec.NodeName, e.onePod(ns, "box").Spec.NodeName)
