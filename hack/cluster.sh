@@ -230,6 +230,13 @@ fake_node() { # fake_node NAME POOL TAINT_JSON
 }
 
 apply_objects() {
+  # Gateway API's HTTPRoute CRD (the chart's httpRoute option), taken from the pinned Go module.
+  local gw
+  gw="$(cd "$C" && go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+  curl -sfk -X POST -H "Authorization: Bearer $(cat "$C/admin.token")" -H "Content-Type: application/yaml" \
+    "https://127.0.0.1:$API_PORT/apis/apiextensions.k8s.io/v1/customresourcedefinitions" \
+    --data-binary "@$gw/config/crd/standard/gateway.networking.k8s.io_httproutes.yaml" >/dev/null || true
+  wait_for "the HTTPRoute CRD" 60 api /apis/gateway.networking.k8s.io/v1/httproutes
   post /apis/storage.k8s.io/v1/storageclasses '{"apiVersion":"storage.k8s.io/v1","kind":"StorageClass",
     "metadata":{"name":"lbk-hostpath","annotations":{"storageclass.kubernetes.io/is-default-class":"true"}},
     "provisioner":"lbk.dev/hostpath","reclaimPolicy":"Delete","volumeBindingMode":"Immediate"}'

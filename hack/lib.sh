@@ -21,6 +21,7 @@ HELM_UNITTEST_VERSION="v1.1.2"
 KUBERNETES_VERSION="v1.34.2"
 KWOK_VERSION="v0.8.0"
 COREDNS_VERSION="v1.15.0"
+GATEWAY_API_VERSION="v1.3.0"   # HTTPRoute CRD for the local cluster (from the Go module, no download)
 export HELM_VERSION HELM_UNITTEST_VERSION KUBERNETES_VERSION KWOK_VERSION COREDNS_VERSION
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

@@ -140,7 +140,7 @@ func TestScenariosOnSimulatedPools(t *testing.T) {
 		pre  func(t *testing.T, ns string) // objects the user creates before installing
 	}{
 		{"defaults", []string{"--set", "global.nodeSelector.pool=general"}, map[string]string{"langbot": "general", "plugin-runtime": "general"}, nil},
-		{"node-pools", []string{"-f", e.values("kwok-pools.yaml"), "--set", "box.docker.socketPath=" + e.socket},
+		{"node-pools", []string{"-f", filepath.Join(e.chart(), "ci", "node-pools-values.yaml"), "--set", "box.docker.socketPath=" + e.socket},
 			map[string]string{"langbot": "box", "box": "box", "plugin-runtime": "general"}, nil},
 		{"box-e2b", []string{"-f", filepath.Join(e.chart(), "ci", "box-e2b-values.yaml"), "--set", "global.nodeSelector.pool=general"}, map[string]string{"box": "general"}, func(t *testing.T, ns string) {
 			_, err := e.cs.CoreV1().Secrets(ns).Create(context.Background(), secretObject(ns, "e2b-credentials", "E2B_API_KEY", "e2b-test-key"), metav1.CreateOptions{})
@@ -148,6 +148,10 @@ func TestScenariosOnSimulatedPools(t *testing.T) {
 		}},
 		{"ingress-tls", []string{"-f", filepath.Join(e.chart(), "ci", "ingress-tls-values.yaml"), "--set", "global.nodeSelector.pool=general"}, nil, nil},
 		{"networkpolicy", []string{"-f", filepath.Join(e.chart(), "ci", "networkpolicy-values.yaml"), "--set", "global.nodeSelector.pool=general", "--set", "box.docker.socketPath=" + e.socket}, nil, nil},
+		// The HTTPRoute CRD comes from hack/cluster.sh (Gateway API module); no gateway controller runs.
+		{"gateway", []string{"-f", filepath.Join(e.chart(), "ci", "gateway-values.yaml"), "--set", "global.nodeSelector.pool=general"}, nil, nil},
+		{"podman-socket", []string{"-f", filepath.Join(e.chart(), "ci", "podman-socket-values.yaml"), "--set", "global.nodeSelector.pool=general"},
+			map[string]string{"langbot": "general", "box": "general"}, nil},
 		{"existing-secrets", []string{"-f", filepath.Join(e.chart(), "ci", "existing-secrets-values.yaml"), "--set", "global.nodeSelector.pool=general"},
 			map[string]string{"langbot": "general", "box": "general"}, func(t *testing.T, ns string) {
 				// The user's own Secrets and restored claim, made before the install.
