@@ -47,6 +47,8 @@ func serveStdio(ctx context.Context, srv *server.Server, in io.Reader, out io.Wr
 		}
 		enc(map[string]any{"type": "chunk_end"})
 	}
+	ctx = srv.ConnContext(ctx)
+	defer srv.CloseConn(ctx)
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	var wg sync.WaitGroup
@@ -68,10 +70,10 @@ func serveStdio(ctx context.Context, srv *server.Server, in io.Reader, out io.Wr
 			continue
 		}
 		var head struct {
-			Type      string `json:"type"`
-			TotalSize *int   `json:"total_size"`
-			Data      string `json:"data"`
-			Offset    *int   `json:"offset"`
+			Type      string          `json:"type"`
+			TotalSize *int            `json:"total_size"`
+			Data      json.RawMessage `json:"data"` // a string in chunk_data, the RPC payload otherwise
+			Offset    *int            `json:"offset"`
 		}
 		if json.Unmarshal([]byte(line), &head) != nil {
 			continue
@@ -85,12 +87,16 @@ func serveStdio(ctx context.Context, srv *server.Server, in io.Reader, out io.Wr
 			inChunk, total, parts = true, *head.TotalSize, 0
 			buf.Reset()
 		case "chunk_data":
+			var data string
+			if json.Unmarshal(head.Data, &data) != nil {
+				continue
+			}
 			parts++
-			if !inChunk || head.Offset == nil || *head.Offset != buf.Len() || buf.Len()+len(head.Data) > total || parts > stdioMaxParts {
+			if !inChunk || head.Offset == nil || *head.Offset != buf.Len() || buf.Len()+len(data) > total || parts > stdioMaxParts {
 				log.Error("stdio control: invalid chunk_data, closing")
 				return
 			}
-			buf.WriteString(head.Data)
+			buf.WriteString(data)
 		case "chunk_end":
 			if !inChunk || buf.Len() != total {
 				log.Error("stdio control: invalid chunk_end, closing")

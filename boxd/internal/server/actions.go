@@ -10,11 +10,19 @@ import (
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/probe"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/session"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/transfer"
 )
 
 func (s *Server) registry() map[string]action {
 	s.actions = map[string]action{}
 	s.Register("__ping", hostControl, func(context.Context, call) (any, error) { return map[string]any{}, nil })
+	s.Register("__file_chunk", hostControl, func(ctx context.Context, c call) (any, error) {
+		st := transfer.FromContext(ctx)
+		if st == nil {
+			return nil, rpc.Errorf(rpc.ValueError, "File transfer is not available on this connection")
+		}
+		return map[string]any{}, st.Chunk(c.data)
+	})
 	s.Register("box_init", hostControl, s.boxInit)
 	s.Register("box_health", hostControl, func(ctx context.Context, _ call) (any, error) { return s.backendInfo(ctx), nil })
 	s.Register("box_get_backend_info", hostControl, func(ctx context.Context, _ call) (any, error) { return s.backendInfo(ctx), nil })

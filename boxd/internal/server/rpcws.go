@@ -10,9 +10,28 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/transfer"
 )
 
 var timeZero time.Time
+
+// ConnContext gives a control connection its own file-transfer store (§3.7), sized by the
+// max_rpc_file_bytes in force when the connection opens, as the reference does.
+func (s *Server) ConnContext(ctx context.Context) context.Context {
+	st, err := transfer.NewStore(transfer.DefaultDir(), s.Limits().MaxRPCFileBytes)
+	if err != nil {
+		s.log.Warn("file transfer unavailable: " + err.Error())
+		return ctx
+	}
+	return transfer.WithStore(ctx, st)
+}
+
+// CloseConn deletes the files a closed connection still owned.
+func (s *Server) CloseConn(ctx context.Context) {
+	if st := transfer.FromContext(ctx); st != nil {
+		st.Close()
+	}
+}
 
 // rpcWS serves /rpc/ws (§2.5): authenticate before upgrading, then one goroutine per request,
 // at most maxInFlight at a time, responses written one at a time.
@@ -28,8 +47,9 @@ func (s *Server) rpcWS(w http.ResponseWriter, r *http.Request) {
 	defer s.track(conn)()
 	defer conn.Close()
 	conn.SetReadLimit(maxMessage)
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	ctx, cancel := context.WithCancel(s.ConnContext(context.WithoutCancel(r.Context())))
 	defer cancel()
+	defer s.CloseConn(ctx)
 	var wmu sync.Mutex
 	send := func(resp rpc.Response) {
 		b, err := json.Marshal(resp)

@@ -91,6 +91,9 @@ func TestEnvelopeAndErrors(t *testing.T) {
 		{"box_init", map[string]any{"limits": map[string]any{"max_sessions": "5"}}, nil, "ValueError: box.limits.max_sessions must be an integer"},
 		{"box_upsert_sandbox_admission_grant", map[string]any{}, nil, "BoxAdmissionError: Sandbox admission enforcement is not enabled"},
 		{"box_start_managed_process", map[string]any{"session_id": "missing", "spec": map[string]any{"command": "cat"}}, ctx1, "BoxSessionNotFoundError: "},
+		{"__file_chunk", map[string]any{"file_key": "../x", "chunk_base64": "", "chunk_index": 0, "chunk_amount": 1}, nil, "ValueError: Invalid file transfer key"},
+		{"__file_chunk", map[string]any{"file_key": "k", "chunk_base64": "aGk=", "chunk_index": 2, "chunk_amount": 1}, nil, "ValueError: Invalid file chunk position"},
+		{"box_verify_shared_workspace", map[string]any{"marker_name": "x"}, nil, "BoxReadinessError: Invalid Box shared Workspace probe basename"},
 	}
 	for _, tc := range cases {
 		r := c.call(tc.action, tc.data, tc.ctx)
@@ -98,6 +101,7 @@ func TestEnvelopeAndErrors(t *testing.T) {
 		assert.True(t, strings.HasPrefix(r.Message, tc.prefix), "%s: got %q want prefix %q", tc.action, r.Message, tc.prefix)
 		assert.Equal(t, map[string]any{}, r.Data)
 	}
+	c.ok("__file_chunk", map[string]any{"file_key": "abc.zip", "chunk_base64": "aGk=", "chunk_index": 0, "chunk_amount": 1, "file_length": 2, "chunk_size": 2}, nil)
 	info := c.ok("box_get_backend_info", map[string]any{}, nil)
 	assert.Equal(t, map[string]any{"name": "docker", "available": true}, info)
 	st := c.ok("box_status", map[string]any{}, ctx1)
