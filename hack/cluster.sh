@@ -166,8 +166,20 @@ load_images() {
   log "loaded ${#images[@]} images into the node's containerd"
 }
 
+# The cluster uses machine-wide resources (ports, the lbk0 bridge, iptables): one per machine.
+check_free() {
+  running kube-apiserver && return 0
+  local port
+  for port in "$ETCD_PORT" "$API_PORT" 10250; do
+    if (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null || (echo > "/dev/tcp/$NODE_IP/$port") 2>/dev/null; then
+      die "port $port is taken: another local cluster (another clone's hack/cluster.sh) is running on this machine; stop it with its 'hack/cluster.sh down' first"
+    fi
+  done
+}
+
 up() {
   need_apt etcd-server containerd runc containernetworking-plugins iptables conntrack openssl curl socat
+  check_free
   local t0=$SECONDS
   timed "binaries" binaries
   certs_and_configs
