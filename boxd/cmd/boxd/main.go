@@ -37,6 +37,7 @@ func main() {
 		Token:           os.Getenv("LANGBOT_BOX_CONTROL_TOKEN"),
 		TrustedInstance: os.Getenv("LANGBOT_BOX_TRUSTED_INSTANCE_UUID"),
 		ConfigJSON:      os.Getenv("LANGBOT_BOX_CONFIG"),
+		Scope:           os.Getenv("BOXD_SCOPE"),
 		Stdin:           os.Stdin, Stdout: os.Stdout, Logger: log,
 	})
 	if err != nil {

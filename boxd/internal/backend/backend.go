@@ -117,9 +117,19 @@ type Backend interface {
 	Exec(ctx context.Context, h Handle, req ExecRequest) (ExecResult, error)
 	// StartProcess starts a managed process with stdin/stdout/stderr pipes.
 	StartProcess(ctx context.Context, h Handle, req ProcessRequest) (Process, error)
-	// CleanupOrphans removes sandboxes this runtime family owns that belong to another
-	// instance id (start-up only, §9.1.6) and returns how many were removed.
-	CleanupOrphans(ctx context.Context, currentInstanceID string) (int, error)
+	// Recover runs at start-up, once, before the runtime serves (§9.1.6 extended). It
+	// removes every sandbox this runtime owns that belongs to another instance id, EXCEPT
+	// running persistent sandboxes it can rebuild a session from: those are returned for
+	// re-adoption into the session table (same handle, so LangBot's next get-or-create
+	// reuses them). 0.5.5 removes them too; boxd keeps them (see boxd/README.md).
+	Recover(ctx context.Context, currentInstanceID string) (adopted []Adopted, removed int, err error)
+}
+
+// Adopted is a persistent sandbox that survived a restart of the runtime.
+type Adopted struct {
+	Spec    SessionSpec
+	Handle  Handle
+	Created time.Time
 }
 
 // Error is a backend failure the session layer reports as `BoxError: <Message>`.

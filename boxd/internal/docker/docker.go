@@ -1,6 +1,7 @@
 // Package docker is the Docker Engine backend: sandboxes are containers created through the
-// Engine API (DOCKER_HOST, API version negotiation; Docker 20.10 / API 1.41 works), named and
-// labelled as the Python runtime does (§9.1) so both recognise what they own.
+// Engine API (DOCKER_HOST, API version negotiation; Docker 20.10 / API 1.41 works, and so
+// does a Podman socket), named and labelled as the Python runtime does (§9.1) so both
+// recognise what they own. No `docker` CLI is involved.
 package docker
 
 import (
@@ -8,61 +9,93 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/errdefs"
-	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/backend"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/mounts"
 )
 
-// Labels shared with the Python runtime, plus boxd's own for re-adoption.
+// Labels shared with the Python runtime (§9.1.2), plus boxd's own.
 const (
-	LabelBox        = "langbot.box"
-	LabelSession    = "langbot.session_id"
-	LabelInstance   = "langbot.box.instance_id"
-	LabelPersistent = "langbot.box.persistent" // boxd only
-	LabelSpec       = "langbot.box.spec"       // boxd only: JSON of the session spec
-	keepAlive       = "while true; do sleep 3600; done"
-	pullTimeout     = 10 * time.Minute
+	LabelBox      = "langbot.box"
+	LabelSession  = "langbot.session_id"
+	LabelInstance = "langbot.box.instance_id"
+	// LabelPersistent and LabelSpec let a restarted boxd rebuild a persistent session.
+	LabelPersistent = "langbot.box.persistent"
+	LabelSpec       = "langbot.box.spec"
+	// LabelScope is set only when Options.Scope is non-empty: Recover touches only
+	// containers of its own scope, so several runtimes can share one engine.
+	LabelScope = "langbot.box.scope"
+
+	// KeepAlive is the sandbox's main command (§9.1.2), run as `sh -lc KeepAlive`.
+	KeepAlive = "while true; do sleep 3600; done"
+	// TmpfsSize is the size of the /tmp tmpfs of a read-only root file system.
+	TmpfsSize = "size=64m"
+
+	// PullTimeout bounds pulling a missing image (the reference's 30 s is far too short for a
+	// first pull and then silently "succeeds" without a container).
+	PullTimeout = 10 * time.Minute
+	// CreateTimeout bounds container create + start once the image is present.
+	CreateTimeout = 60 * time.Second
+	probeTimeout  = 5 * time.Second
+	listTimeout   = 30 * time.Second
 )
 
 // Options configure the backend.
 type Options struct {
-	InstanceID      string
+	// InstanceID is the runtime's random per-process id, stored in langbot.box.instance_id.
+	InstanceID string
+	// CPULimitEnabled applies spec.cpus as NanoCPUs (box.docker.cpu_limit_enabled).
 	CPULimitEnabled bool
-	// Hardening drops every capability and sets no-new-privileges (boxd's default).
+	// Hardening drops every capability and sets no-new-privileges (boxd's default, beyond
+	// 0.5.5; the default seccomp profile is never disabled). `box.docker.hardening: false`
+	// turns it off for images that need capabilities (e.g. apt-get, chown, ping).
 	Hardening bool
-	// AllowedMountRoots, when non-empty, confine every bind mount (defence in depth).
+	// Scope, when set, is written to langbot.box.scope on every container and confines
+	// Recover to containers of the same scope. Empty = 0.5.5 behaviour: every unscoped
+	// container labelled langbot.box=true is this runtime's (including Python ones).
+	Scope string
+	// AllowedMountRoots, when it returns roots, confines every bind mount (defence in depth,
+	// §10.2). It is a function because box_init can change the roots at any time.
 	AllowedMountRoots func() []string
 	Logger            *slog.Logger
 }
 
-// Backend talks to one Docker Engine.
+// settings are the box_init-controlled knobs, changed while sessions start.
+type settings struct {
+	cpuLimit, hardening bool
+}
+
+// Backend talks to one Docker Engine. It is safe for concurrent use.
 type Backend struct {
 	cli  *client.Client
 	opts Options
+	log  *slog.Logger
+
+	mu  sync.RWMutex
+	set settings
 }
 
-// New connects to the engine named by the environment (DOCKER_HOST etc.).
-func New(opts Options) (*Backend, error) {
+// New connects to the engine named by the environment (DOCKER_HOST, DOCKER_API_VERSION,
+// DOCKER_CERT_PATH, DOCKER_TLS_VERIFY). The API version is negotiated on first use, so an
+// engine that is down at start-up does not prevent boxd from starting (readiness reports it).
+func New(ctx context.Context, opts Options) (*Backend, error) {
 	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
-		return nil, fmt.Errorf("create docker client: %w", err)
+		return nil, fmt.Errorf("create docker client from the environment (check DOCKER_HOST): %w", err)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -70,23 +103,43 @@ func New(opts Options) (*Backend, error) {
 	if opts.AllowedMountRoots == nil {
 		opts.AllowedMountRoots = func() []string { return nil }
 	}
-	return &Backend{cli: cli, opts: opts}, nil
+	if opts.InstanceID == "" {
+		return nil, fmt.Errorf("docker backend: Options.InstanceID is empty: pass the runtime's instance id")
+	}
+	b := &Backend{cli: cli, opts: opts, log: opts.Logger, set: settings{cpuLimit: opts.CPULimitEnabled, hardening: opts.Hardening}}
+	// Negotiate now when the engine answers, so the first sandbox does not pay for it.
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	cli.NegotiateAPIVersion(pctx)
+	return b, nil
 }
 
-// Configure updates the settings box_init carries.
+// Close releases the client's connections.
+func (b *Backend) Close() error { return b.cli.Close() }
+
+// Configure applies the box_init knobs (box.docker.cpu_limit_enabled, box.docker.hardening).
 func (b *Backend) Configure(cpuLimit, hardening bool) {
-	if !cpuLimit && b.opts.CPULimitEnabled {
-		b.opts.Logger.Warn("Docker sandbox CPU limit is disabled by config (box.docker.cpu_limit_enabled=false); containers will be started without --cpus.")
+	b.mu.Lock()
+	was := b.set.cpuLimit
+	b.set = settings{cpuLimit: cpuLimit, hardening: hardening}
+	b.mu.Unlock()
+	if !cpuLimit && was {
+		b.log.Warn("Docker sandbox CPU limit is disabled by config (box.docker.cpu_limit_enabled=false); containers will be started without --cpus.")
 	}
-	b.opts.CPULimitEnabled, b.opts.Hardening = cpuLimit, hardening
+}
+
+func (b *Backend) settings() settings {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.set
 }
 
 // Info implements backend.Backend.
 func (b *Backend) Info() backend.Info { return backend.Info{Name: "docker"} }
 
-// Available pings the engine within 5 s.
+// Available pings the engine within 5 s (§9.1.1).
 func (b *Backend) Available(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	if _, err := b.cli.Ping(ctx); err != nil {
 		return fmt.Errorf("ping docker engine: %w", err)
@@ -96,8 +149,14 @@ func (b *Backend) Available(ctx context.Context) error {
 
 var nameRun = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
 
-// ContainerName is langbot-box-<sanitised physical id, ≤32>-<8 hex> (§9.1.2).
+// ContainerName is langbot-box-<sanitised physical id, ≤32 chars>-<8 random hex> (§9.1.2).
 func ContainerName(physical string) string {
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	return containerName(physical, hex.EncodeToString(r[:]))
+}
+
+func containerName(physical, suffix string) string {
 	s := strings.ToLower(strings.Trim(nameRun.ReplaceAllString(physical, "-"), "-"))
 	if s == "" {
 		s = "session"
@@ -105,38 +164,92 @@ func ContainerName(physical string) string {
 	if len(s) > 32 {
 		s = s[:32]
 	}
-	var r [4]byte
-	_, _ = rand.Read(r[:])
-	return "langbot-box-" + s + "-" + hex.EncodeToString(r[:])
+	return "langbot-box-" + s + "-" + suffix
 }
 
-// collapse formats engine errors as the reference does: whitespace collapsed, ≤300 chars.
-func collapse(s string) string {
+// Collapse formats an engine message as the reference does (§9.1.2): whitespace runs
+// collapsed to one space, "unknown backend error" when empty, cut to 297 characters + "..."
+// when longer than 300 characters.
+func Collapse(s string) string {
 	s = strings.Join(strings.Fields(s), " ")
 	if s == "" {
-		s = "unknown backend error"
+		return "unknown backend error"
 	}
-	if len(s) > 300 {
-		s = s[:297] + "..."
+	if r := []rune(s); len(r) > 300 {
+		return string(r[:297]) + "..."
 	}
 	return s
 }
 
+// backendErr is reported by the session layer as `BoxError: docker backend error: <text>`.
 func backendErr(err error) error {
-	return &backend.Error{Message: "docker backend error: " + collapse(err.Error()), Err: err}
+	return &backend.Error{Message: "docker backend error: " + Collapse(err.Error()), Err: err}
 }
 
-// Start creates and starts the container of spec.
-func (b *Backend) Start(ctx context.Context, spec backend.SessionSpec) (backend.Handle, error) {
-	all := append([]backend.Mount(nil), spec.ExtraMounts...)
+// allMounts lists the bind mounts of spec: the workspace first (when its mode is not none),
+// then every extra mount.
+func allMounts(spec backend.SessionSpec) []backend.Mount {
+	var all []backend.Mount
 	if spec.HostPath != "" && spec.HostPathMode != backend.MountNone {
-		all = append([]backend.Mount{{HostPath: spec.HostPath, MountPath: spec.MountPath, Mode: spec.HostPathMode}}, all...)
+		all = append(all, backend.Mount{HostPath: spec.HostPath, MountPath: spec.MountPath, Mode: spec.HostPathMode})
 	}
+	for _, m := range spec.ExtraMounts {
+		if m.Mode != backend.MountNone {
+			all = append(all, m)
+		}
+	}
+	return all
+}
+
+// containerConfig builds what `docker run` of §9.1.2 would create, plus boxd's hardening.
+func containerConfig(spec backend.SessionSpec, set settings, instanceID, scope string) (*container.Config, *container.HostConfig, error) {
+	specJSON, err := json.Marshal(spec)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode session spec label: %w", err)
+	}
+	labels := map[string]string{
+		LabelBox: "true", LabelSession: spec.PhysicalID, LabelInstance: instanceID,
+		LabelPersistent: fmt.Sprint(spec.Persistent), LabelSpec: string(specJSON),
+	}
+	if scope != "" {
+		labels[LabelScope] = scope
+	}
+	cfg := &container.Config{Image: spec.Image, Cmd: []string{"sh", "-lc", KeepAlive}, Labels: labels}
+	pids := int64(spec.PidsLimit)
+	hc := &container.HostConfig{
+		AutoRemove: !spec.Persistent,
+		Resources:  container.Resources{Memory: int64(spec.MemoryMB) << 20, PidsLimit: &pids},
+	}
+	if !spec.NetworkOn {
+		hc.NetworkMode = "none"
+	}
+	if set.cpuLimit {
+		hc.NanoCPUs = int64(spec.CPUs * 1e9)
+	}
+	if spec.ReadOnlyRootfs {
+		hc.ReadonlyRootfs = true
+		hc.Tmpfs = map[string]string{"/tmp": TmpfsSize}
+	}
+	if set.hardening {
+		hc.CapDrop = []string{"ALL"}
+		hc.SecurityOpt = []string{"no-new-privileges"}
+	}
+	for _, m := range allMounts(spec) {
+		hc.Mounts = append(hc.Mounts, mount.Mount{Type: mount.TypeBind, Source: m.HostPath, Target: m.MountPath, ReadOnly: m.Mode == backend.MountRO})
+	}
+	return cfg, hc, nil
+}
+
+// Start validates the mounts, creates the workspace directory, makes sure the image is
+// present (pulling it within PullTimeout) and creates + starts the container.
+func (b *Backend) Start(ctx context.Context, spec backend.SessionSpec) (backend.Handle, error) {
 	if spec.HostPath != "" {
+		// §10.1 applies to host_path whatever its mode, with the reference's message.
 		if err := mounts.CheckBlocked(spec.HostPath); err != nil {
 			return backend.Handle{}, err
 		}
 	}
+	all := allMounts(spec)
 	if err := mounts.Validate(all, b.opts.AllowedMountRoots()); err != nil {
 		return backend.Handle{}, err
 	}
@@ -148,61 +261,62 @@ func (b *Backend) Start(ctx context.Context, spec backend.SessionSpec) (backend.
 	if err := b.ensureImage(ctx, spec.Image); err != nil {
 		return backend.Handle{}, backendErr(err)
 	}
-	specJSON, _ := json.Marshal(spec)
-	name := ContainerName(spec.PhysicalID)
-	cfg := &container.Config{
-		Image: spec.Image,
-		Cmd:   []string{"sh", "-lc", keepAlive},
-		Labels: map[string]string{LabelBox: "true", LabelSession: spec.PhysicalID, LabelInstance: b.opts.InstanceID,
-			LabelPersistent: fmt.Sprint(spec.Persistent), LabelSpec: string(specJSON)},
-	}
-	pids := int64(spec.PidsLimit)
-	hc := &container.HostConfig{
-		AutoRemove: !spec.Persistent,
-		Resources:  container.Resources{Memory: int64(spec.MemoryMB) << 20, PidsLimit: &pids},
-	}
-	if !spec.NetworkOn {
-		hc.NetworkMode = "none"
-	}
-	if b.opts.CPULimitEnabled {
-		hc.Resources.NanoCPUs = int64(spec.CPUs * 1e9)
-	}
-	if spec.ReadOnlyRootfs {
-		hc.ReadonlyRootfs = true
-		hc.Tmpfs = map[string]string{"/tmp": "size=64m"}
-	}
-	if b.opts.Hardening {
-		hc.CapDrop = []string{"ALL"}
-		hc.SecurityOpt = []string{"no-new-privileges"}
-	}
-	for _, m := range all {
-		hc.Mounts = append(hc.Mounts, mount.Mount{Type: mount.TypeBind, Source: m.HostPath, Target: m.MountPath, ReadOnly: m.Mode == backend.MountRO})
-	}
-	b.opts.Logger.Info(fmt.Sprintf("LangBot Box backend start_session: backend=docker session_id=%s container=%s image=%s", spec.PhysicalID, name, spec.Image))
-	created, err := b.cli.ContainerCreate(ctx, cfg, hc, nil, nil, name)
+	cfg, hc, err := containerConfig(spec, b.settings(), b.opts.InstanceID, b.opts.Scope)
 	if err != nil {
 		return backend.Handle{}, backendErr(err)
 	}
-	if err := b.cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
-		_ = b.cli.ContainerRemove(context.WithoutCancel(ctx), created.ID, container.RemoveOptions{Force: true})
+	name := ContainerName(spec.PhysicalID)
+	b.log.Info(fmt.Sprintf("LangBot Box backend start_session: backend=docker session_id=%s container=%s image=%s", spec.PhysicalID, name, spec.Image))
+	cctx, cancel := context.WithTimeout(ctx, CreateTimeout)
+	defer cancel()
+	created, err := b.cli.ContainerCreate(cctx, cfg, hc, nil, nil, name)
+	if err != nil {
+		return backend.Handle{}, backendErr(err)
+	}
+	if err := b.cli.ContainerStart(cctx, created.ID, container.StartOptions{}); err != nil {
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), backend.DefaultStopTimeout)
+		defer rcancel()
+		if rerr := b.cli.ContainerRemove(rctx, created.ID, container.RemoveOptions{Force: true}); rerr != nil && !errdefs.IsNotFound(rerr) {
+			b.log.Warn(fmt.Sprintf("remove container %s after a failed start: %v", name, rerr))
+		}
 		return backend.Handle{}, backendErr(err)
 	}
 	return backend.Handle{ID: name}, nil
 }
 
+// ensureImage pulls ref when the engine does not have it. The pull gets its own, longer
+// deadline (PullTimeout) but still ends when the caller gives up.
 func (b *Backend) ensureImage(ctx context.Context, ref string) error {
-	if _, err := b.cli.ImageInspect(ctx, ref); err == nil {
+	_, err := b.cli.ImageInspect(ctx, ref)
+	if err == nil {
 		return nil
 	}
-	pctx, cancel := context.WithTimeout(ctx, pullTimeout)
+	if !errdefs.IsNotFound(err) {
+		return fmt.Errorf("inspect image %s: %w", ref, err)
+	}
+	b.log.Info(fmt.Sprintf("LangBot Box backend pulling image: backend=docker image=%s", ref))
+	pctx, cancel := context.WithTimeout(ctx, PullTimeout)
 	defer cancel()
 	rc, err := b.cli.ImagePull(pctx, ref, image.PullOptions{})
 	if err != nil {
 		return fmt.Errorf("image %s is not present and could not be pulled: %w", ref, err)
 	}
 	defer rc.Close()
-	if _, err := io.Copy(io.Discard, rc); err != nil {
-		return fmt.Errorf("pull image %s: %w", ref, err)
+	// The pull reports failures inside its JSON progress stream.
+	dec := json.NewDecoder(rc)
+	for {
+		var msg struct {
+			Error string `json:"error"`
+		}
+		if err := dec.Decode(&msg); err != nil {
+			if err == io.EOF {
+				break
+			}
+			return fmt.Errorf("pull image %s: %w", ref, err)
+		}
+		if msg.Error != "" {
+			return fmt.Errorf("pull image %s: %s", ref, msg.Error)
+		}
 	}
 	if _, err := b.cli.ImageInspect(ctx, ref); err != nil {
 		return fmt.Errorf("image %s is not present after pull: %w", ref, err)
@@ -210,119 +324,22 @@ func (b *Backend) ensureImage(ctx context.Context, ref string) error {
 	return nil
 }
 
-// Alive reports whether the container runs (probe errors count as dead).
+// Alive reports whether the container runs; probe errors count as dead (§9.1.4).
 func (b *Backend) Alive(ctx context.Context, h backend.Handle) bool {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	st, err := b.cli.ContainerInspect(ctx, h.ID)
 	return err == nil && st.State != nil && st.State.Running
 }
 
-// Stop force-removes the container; a missing container is not an error.
+// Stop force-removes the container within 20 s; a missing container is not an error.
 func (b *Backend) Stop(ctx context.Context, h backend.Handle) error {
 	ctx, cancel := context.WithTimeout(ctx, backend.DefaultStopTimeout)
 	defer cancel()
-	b.opts.Logger.Info("LangBot Box backend stop_session: backend=docker container=" + h.ID)
+	b.log.Info("LangBot Box backend stop_session: backend=docker container=" + h.ID)
 	err := b.cli.ContainerRemove(ctx, h.ID, container.RemoveOptions{Force: true})
 	if err != nil && !errdefs.IsNotFound(err) && !strings.Contains(err.Error(), "is already in progress") {
 		return fmt.Errorf("remove container %s: %w", h.ID, err)
 	}
 	return nil
-}
-
-func envList(env []backend.EnvVar) []string {
-	out := make([]string, 0, len(env))
-	for _, e := range env {
-		out = append(out, e.Key+"="+e.Value)
-	}
-	return out
-}
-
-// Exec runs argv and streams its output; cancelling ctx abandons the exec (the session
-// layer then removes the container, which ends the command).
-func (b *Backend) Exec(ctx context.Context, h backend.Handle, req backend.ExecRequest) (backend.ExecResult, error) {
-	created, err := b.cli.ContainerExecCreate(ctx, h.ID, container.ExecOptions{Cmd: req.Argv, Env: envList(req.Env), AttachStdout: true, AttachStderr: true})
-	if err != nil {
-		if errdefs.IsNotFound(err) || errdefs.IsConflict(err) {
-			return backend.ExecResult{}, fmt.Errorf("exec in %s: %w: %v", h.ID, backend.ErrNotFound, err)
-		}
-		return backend.ExecResult{}, backendErr(err)
-	}
-	att, err := b.cli.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
-	if err != nil {
-		return backend.ExecResult{}, backendErr(err)
-	}
-	defer att.Close()
-	copied := make(chan error, 1)
-	go func() {
-		_, err := stdcopy.StdCopy(req.Stdout, req.Stderr, att.Reader)
-		copied <- err
-	}()
-	select {
-	case <-ctx.Done():
-		att.Close()
-		return backend.ExecResult{}, ctx.Err()
-	case err := <-copied:
-		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-			return backend.ExecResult{}, backendErr(err)
-		}
-	}
-	ins, err := b.cli.ContainerExecInspect(context.WithoutCancel(ctx), created.ID)
-	if err != nil {
-		return backend.ExecResult{}, backendErr(err)
-	}
-	return backend.ExecResult{ExitCode: ins.ExitCode}, nil
-}
-
-// CleanupOrphans removes containers labelled langbot.box=true of another instance, except
-// running persistent ones, which are returned for re-adoption.
-func (b *Backend) CleanupOrphans(ctx context.Context, currentInstanceID string) (int, error) {
-	adopted, removed, err := b.Recover(ctx, currentInstanceID)
-	_ = adopted
-	return removed, err
-}
-
-// Adopted is a persistent sandbox that survived a restart.
-type Adopted struct {
-	Spec    backend.SessionSpec
-	Handle  backend.Handle
-	Created time.Time
-}
-
-// Recover runs the start-up orphan cleanup (§9.1.6) with boxd's extension: running persistent
-// containers that carry a boxd spec label are kept and relabelled for this instance.
-func (b *Backend) Recover(ctx context.Context, currentInstanceID string) ([]Adopted, int, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	list, err := b.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", LabelBox+"=true"))})
-	if err != nil {
-		return nil, 0, fmt.Errorf("list box containers: %w", err)
-	}
-	var adopted []Adopted
-	removed := 0
-	for _, c := range list {
-		if c.Labels[LabelInstance] == currentInstanceID {
-			continue
-		}
-		name := strings.TrimPrefix(firstOr(c.Names, c.ID), "/")
-		if c.Labels[LabelPersistent] == "true" && c.State == "running" && c.Labels[LabelSpec] != "" {
-			var spec backend.SessionSpec
-			if json.Unmarshal([]byte(c.Labels[LabelSpec]), &spec) == nil && spec.PhysicalID != "" {
-				adopted = append(adopted, Adopted{Spec: spec, Handle: backend.Handle{ID: name}, Created: time.Unix(c.Created, 0)})
-				continue
-			}
-		}
-		b.opts.Logger.Info("Cleaning up orphaned Box container: " + c.ID[:12])
-		if err := b.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err == nil {
-			removed++
-		}
-	}
-	return adopted, removed, nil
-}
-
-func firstOr(xs []string, def string) string {
-	if len(xs) > 0 {
-		return xs[0]
-	}
-	return def
 }

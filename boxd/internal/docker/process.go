@@ -2,12 +2,9 @@ package docker
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"sync"
-	"time"
 
 	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/api/types/container"
@@ -16,9 +13,8 @@ import (
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/backend"
 )
 
-// process is a managed process: an exec with stdin attached. The Engine API cannot signal an
-// exec, so the shell records its PID (which `exec` keeps for the command) in the sandbox's
-// /tmp and Terminate/Kill run `kill` through a second exec.
+// process is a managed process (§8.7, §9.1.5): an exec with stdin attached, run under the
+// PID-recording wrapper so Terminate/Kill can signal its process group.
 type process struct {
 	b       *Backend
 	h       backend.Handle
@@ -29,11 +25,17 @@ type process struct {
 	stdout  *io.PipeReader
 	stderr  *io.PipeReader
 	copied  chan struct{}
+
+	mu       sync.Mutex
+	signaled int // last signal sent (15, 9), 0 if none
+
 	once    sync.Once
 	code    int
 	waitErr error
 }
 
+// stdinWriter writes to the exec's hijacked connection; Close half-closes it, which is EOF
+// on the process's stdin.
 type stdinWriter struct {
 	mu     sync.Mutex
 	att    *types.HijackedResponse
@@ -61,22 +63,16 @@ func (w *stdinWriter) Close() error {
 
 // StartProcess implements backend.Backend.
 func (b *Backend) StartProcess(ctx context.Context, h backend.Handle, req backend.ProcessRequest) (backend.Process, error) {
-	var r [6]byte
-	_, _ = rand.Read(r[:])
-	pidFile := "/tmp/.boxd-proc-" + hex.EncodeToString(r[:])
-	argv := append([]string(nil), req.Argv...)
-	if len(argv) == 3 && argv[0] == "sh" && argv[1] == "-lc" {
-		argv[2] = "echo $$ > " + pidFile + " 2>/dev/null; " + argv[2]
-	}
-	b.opts.Logger.Info(fmt.Sprintf("LangBot Box backend start_managed_process: backend=docker container=%s", h.ID))
+	argv, pidFile := wrap(procWrapper, req.Argv)
+	b.log.Info(fmt.Sprintf("LangBot Box backend start_managed_process: backend=docker container=%s", h.ID))
 	created, err := b.cli.ContainerExecCreate(ctx, h.ID, container.ExecOptions{Cmd: argv, Env: envList(req.Env),
 		AttachStdin: true, AttachStdout: true, AttachStderr: true})
 	if err != nil {
-		return nil, backendErr(err)
+		return nil, backendErr(fmt.Errorf("create managed process in %s: %w", h.ID, err))
 	}
 	att, err := b.cli.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
 	if err != nil {
-		return nil, backendErr(err)
+		return nil, backendErr(fmt.Errorf("start managed process in %s: %w", h.ID, err))
 	}
 	outR, outW := io.Pipe()
 	errR, errW := io.Pipe()
@@ -95,7 +91,10 @@ func (p *process) Stdin() io.WriteCloser { return p.stdin }
 func (p *process) Stdout() io.Reader     { return p.stdout }
 func (p *process) Stderr() io.Reader     { return p.stderr }
 
-// Wait waits for the output streams to end, then for the exec to be reported finished.
+// Wait waits for the output streams to end, then for the engine to report the exec
+// finished. Exit codes follow the protocol: minus the signal number when the process died
+// of a signal boxd sent (the engine reports those as 128+signal), -9 when the container
+// disappeared under it (session removed), the exit status otherwise.
 func (p *process) Wait(ctx context.Context) (int, error) {
 	p.once.Do(func() {
 		select {
@@ -105,37 +104,41 @@ func (p *process) Wait(ctx context.Context) (int, error) {
 			return
 		}
 		p.att.Close()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			ins, err := p.b.cli.ContainerExecInspect(context.WithoutCancel(ctx), p.execID)
-			if err != nil {
-				// The container is gone (session removed): the process was killed with it.
-				p.code = -9
-				return
-			}
-			if !ins.Running || time.Now().After(deadline) {
-				p.code = ins.ExitCode
-				return
-			}
-			select {
-			case <-ctx.Done():
-				p.waitErr = ctx.Err()
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
+		code, err := p.b.execExitCode(context.WithoutCancel(ctx), p.execID)
+		if err != nil {
+			p.code = -9
+			return
+		}
+		p.mu.Lock()
+		sig := p.signaled
+		p.mu.Unlock()
+		p.code = exitCode(code, sig)
+		if err := p.b.runQuiet(context.WithoutCancel(ctx), p.h, "rm", "-f", p.pidFile); err != nil {
+			p.b.log.Debug(fmt.Sprintf("remove managed process PID file in %s: %v", p.h.ID, err))
 		}
 	})
 	return p.code, p.waitErr
 }
 
-func (p *process) signal(ctx context.Context, sig string) error {
-	res, err := p.b.cli.ContainerExecCreate(ctx, p.h.ID, container.ExecOptions{
-		Cmd: []string{"sh", "-c", "kill -" + sig + " \"$(cat " + p.pidFile + ")\""}})
-	if err != nil {
-		return fmt.Errorf("signal managed process: %w", err)
+// exitCode maps an engine exit status to the protocol's: a status of 128+n after boxd sent
+// signal n (or SIGKILL following SIGTERM) is reported as -n.
+func exitCode(status, signaled int) int {
+	if signaled == 0 || status <= 128 || status > 128+64 {
+		return status
 	}
-	return p.b.cli.ContainerExecStart(ctx, res.ID, container.ExecStartOptions{})
+	return -(status - 128)
 }
 
-func (p *process) Terminate(ctx context.Context) error { return p.signal(ctx, "TERM") }
-func (p *process) Kill(ctx context.Context) error      { return p.signal(ctx, "KILL") }
+func (p *process) signal(ctx context.Context, name string, num int) error {
+	p.mu.Lock()
+	p.signaled = num
+	p.mu.Unlock()
+	if err := p.b.signalGroup(ctx, p.h, p.pidFile, name); err != nil {
+		return fmt.Errorf("signal managed process: %w", err)
+	}
+	return nil
+}
+
+// Terminate sends SIGTERM to the process group; Kill sends SIGKILL.
+func (p *process) Terminate(ctx context.Context) error { return p.signal(ctx, "TERM", 15) }
+func (p *process) Kill(ctx context.Context) error      { return p.signal(ctx, "KILL", 9) }

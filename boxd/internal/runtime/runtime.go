@@ -33,9 +33,12 @@ type Options struct {
 	Token           string // LANGBOT_BOX_CONTROL_TOKEN
 	TrustedInstance string // LANGBOT_BOX_TRUSTED_INSTANCE_UUID
 	ConfigJSON      string // LANGBOT_BOX_CONFIG
-	Stdin           io.Reader
-	Stdout          io.Writer
-	Logger          *slog.Logger
+	// Scope (BOXD_SCOPE, boxd only) confines start-up recovery to containers of the same
+	// scope so several runtimes can share one Docker Engine; empty = 0.5.5 behaviour.
+	Scope  string
+	Stdin  io.Reader
+	Stdout io.Writer
+	Logger *slog.Logger
 	// Ready, when set, receives the listener address once boxd serves.
 	Ready func(addr string)
 }
@@ -87,7 +90,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	var srv *server.Server
-	be, err := docker.New(docker.Options{InstanceID: instanceID, CPULimitEnabled: cfg.CPULimitEnabled, Hardening: cfg.Hardening,
+	be, err := docker.New(ctx, docker.Options{InstanceID: instanceID, Scope: o.Scope, CPULimitEnabled: cfg.CPULimitEnabled, Hardening: cfg.Hardening,
 		AllowedMountRoots: func() []string { return srv.Config().Paths.AllowedMountRoots }, Logger: log})
 	if err != nil {
 		return err

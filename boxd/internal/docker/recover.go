@@ -1,0 +1,89 @@
+package docker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/errdefs"
+
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/backend"
+)
+
+// verdict is what start-up recovery does with one container.
+type verdict int
+
+const (
+	keep   verdict = iota // not ours (another scope) or this very instance's
+	adopt                 // a running persistent boxd sandbox: back into the session table
+	remove                // an orphan (§9.1.6)
+)
+
+// classify decides the fate of a container labelled langbot.box=true. Containers of another
+// scope are never touched; an unscoped runtime owns every unscoped container, including the
+// Python runtime's (which carry no spec label and are therefore removed, as 0.5.5 does).
+func classify(labels map[string]string, running bool, instanceID, scope string) (verdict, backend.SessionSpec) {
+	if labels[LabelScope] != scope || labels[LabelInstance] == instanceID {
+		return keep, backend.SessionSpec{}
+	}
+	if labels[LabelPersistent] == "true" && running && labels[LabelSpec] != "" {
+		var spec backend.SessionSpec
+		if err := json.Unmarshal([]byte(labels[LabelSpec]), &spec); err == nil && spec.PhysicalID != "" &&
+			spec.PhysicalID == labels[LabelSession] && spec.Persistent {
+			return adopt, spec
+		}
+	}
+	return remove, backend.SessionSpec{}
+}
+
+// Recover implements backend.Backend: the start-up orphan cleanup of §9.1.6, except that
+// running persistent boxd sandboxes are returned for re-adoption instead of being removed.
+// Docker cannot relabel a container, so an adopted container keeps the instance id of the
+// runtime that created it; it is adopted again by every later start for as long as it runs.
+func (b *Backend) Recover(ctx context.Context, currentInstanceID string) ([]backend.Adopted, int, error) {
+	ctx, cancel := context.WithTimeout(ctx, listTimeout)
+	defer cancel()
+	list, err := b.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", LabelBox+"=true"))})
+	if err != nil {
+		return nil, 0, fmt.Errorf("list containers labelled %s=true: %w", LabelBox, err)
+	}
+	var adopted []backend.Adopted
+	removed := 0
+	var failed []string
+	for _, c := range list {
+		v, spec := classify(c.Labels, c.State == "running", currentInstanceID, b.opts.Scope)
+		switch v {
+		case keep:
+			continue
+		case adopt:
+			name := c.ID
+			if len(c.Names) > 0 {
+				name = strings.TrimPrefix(c.Names[0], "/")
+			}
+			adopted = append(adopted, backend.Adopted{Spec: spec, Handle: backend.Handle{ID: name}, Created: time.Unix(c.Created, 0)})
+			continue
+		}
+		short := c.ID
+		if len(short) > 12 {
+			short = short[:12]
+		}
+		b.log.Info("Cleaning up orphaned Box container: " + short)
+		err := b.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
+		switch {
+		case err == nil:
+			removed++
+		case errdefs.IsNotFound(err) || strings.Contains(err.Error(), "is already in progress"):
+			// An auto-remove container that went away on its own: nothing left to do.
+		default:
+			failed = append(failed, fmt.Sprintf("%s: %v", short, err))
+		}
+	}
+	if len(failed) > 0 {
+		return adopted, removed, fmt.Errorf("remove orphaned containers: %s", strings.Join(failed, "; "))
+	}
+	return adopted, removed, nil
+}
