@@ -202,7 +202,8 @@ func allMounts(spec backend.SessionSpec) []backend.Mount {
 }
 
 // containerConfig builds what `docker run` of §9.1.2 would create, plus boxd's hardening.
-func containerConfig(spec backend.SessionSpec, set settings, instanceID, scope string) (*container.Config, *container.HostConfig, error) {
+// binds are the validated mounts (host paths resolved); the spec label keeps spec as given.
+func containerConfig(spec backend.SessionSpec, binds []backend.Mount, set settings, instanceID, scope string) (*container.Config, *container.HostConfig, error) {
 	specJSON, err := json.Marshal(spec)
 	if err != nil {
 		return nil, nil, fmt.Errorf("encode session spec label: %w", err)
@@ -234,7 +235,7 @@ func containerConfig(spec backend.SessionSpec, set settings, instanceID, scope s
 		hc.CapDrop = []string{"ALL"}
 		hc.SecurityOpt = []string{"no-new-privileges"}
 	}
-	for _, m := range allMounts(spec) {
+	for _, m := range binds {
 		hc.Mounts = append(hc.Mounts, mount.Mount{Type: mount.TypeBind, Source: m.HostPath, Target: m.MountPath, ReadOnly: m.Mode == backend.MountRO})
 	}
 	return cfg, hc, nil
@@ -249,8 +250,8 @@ func (b *Backend) Start(ctx context.Context, spec backend.SessionSpec) (backend.
 			return backend.Handle{}, err
 		}
 	}
-	all := allMounts(spec)
-	if err := mounts.Validate(all, b.opts.AllowedMountRoots()); err != nil {
+	roots := b.opts.AllowedMountRoots()
+	if _, err := mounts.Validate(allMounts(spec), roots); err != nil {
 		return backend.Handle{}, err
 	}
 	if spec.HostPath != "" && spec.HostPathMode != backend.MountNone {
@@ -258,10 +259,15 @@ func (b *Backend) Start(ctx context.Context, spec backend.SessionSpec) (backend.
 			return backend.Handle{}, backendErr(fmt.Errorf("create host_path %s: %w", spec.HostPath, err))
 		}
 	}
+	// Again now that the workspace exists: the resolved paths are what gets mounted.
+	binds, err := mounts.Validate(allMounts(spec), roots)
+	if err != nil {
+		return backend.Handle{}, err
+	}
 	if err := b.ensureImage(ctx, spec.Image); err != nil {
 		return backend.Handle{}, backendErr(err)
 	}
-	cfg, hc, err := containerConfig(spec, b.settings(), b.opts.InstanceID, b.opts.Scope)
+	cfg, hc, err := containerConfig(spec, binds, b.settings(), b.opts.InstanceID, b.opts.Scope)
 	if err != nil {
 		return backend.Handle{}, backendErr(err)
 	}

@@ -99,7 +99,7 @@ func TestContainerConfig(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := baseSpec()
 			tc.edit(&spec)
-			cfg, hc, err := containerConfig(spec, tc.set, "abcdef012345", tc.scope)
+			cfg, hc, err := containerConfig(spec, allMounts(spec), tc.set, "abcdef012345", tc.scope)
 			require.NoError(t, err)
 			assert.Equal(t, []string{"sh", "-lc", "while true; do sleep 3600; done"}, []string(cfg.Cmd))
 			assert.Equal(t, "img", cfg.Image)
