@@ -1,18 +1,66 @@
 #!/usr/bin/env bash
-# Builds the boxd image FROM scratch against the private Docker Engine: the static binary is
-# compiled on the host (nothing can be pulled here, so no builder image), then copied in.
+# Builds the boxd image FROM scratch against the private Docker Engine, then checks it.
+#   hack/image.sh          build + smoke test (what `make image` runs)
+#   hack/image.sh build    build only
+#   hack/image.sh smoke    smoke-test the existing image
+# Nothing can be pulled here, so there is no builder image: the static binary
+# (CGO_ENABLED=0, -trimpath -ldflags "-s -w") is compiled on the host and sent with an empty
+# /tmp and boxd/Dockerfile as the whole build context.
+# Smoke test: the image runs boxd in stdio mode (-s) with the engine's socket mounted, as the
+# chart does; over stdin it gets box_health, box_init and a box_exec that creates a sandbox
+# through the socket and writes into a host workspace mounted at the same path in boxd and in
+# the sandbox. The reply and the file on the host are checked.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 IMAGE="${BOXD_IMAGE:-ghcr.io/langbot-k8s/boxd:0.1.0}"
+SANDBOX_IMAGE="langbot-k8s/sandbox:local"
+
+build() {
+  [ -f boxd/cmd/boxd/main.go ] || die "boxd/cmd/boxd does not exist yet: nothing to put in $IMAGE"
+  local ctx
+  ctx="$(mktemp -d)"
+  trap 'rm -rf "$ctx"' RETURN
+  CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "-s -w" -o "$ctx/boxd" ./boxd/cmd/boxd
+  mkdir -p "$ctx/tmp"
+  chmod 1777 "$ctx/tmp"
+  cp boxd/Dockerfile "$ctx/Dockerfile"
+  docker build -q -t "$IMAGE" "$ctx" >/dev/null
+  local size
+  size=$(docker image inspect "$IMAGE" --format '{{.Size}}')
+  log "built $IMAGE: $((size / 1024)) KiB ($(docker image inspect "$IMAGE" --format '{{len .RootFS.Layers}}') layers, FROM scratch)"
+}
+
+smoke() {
+  docker image inspect "$IMAGE" >/dev/null 2>&1 || die "$IMAGE is not built: run hack/image.sh build"
+  # --help exits 0 without a shell or libc.
+  docker run --rm --network none "$IMAGE" --help >/dev/null 2>&1 || die "$IMAGE --help failed"
+  local sock="${DOCKER_HOST#unix://}" ws out
+  [ -S "$sock" ] || die "DOCKER_HOST=$DOCKER_HOST is not a unix socket: the smoke test mounts it"
+  ws="$(mktemp -d /tmp/lbk-image-smoke-XXXXXX)"
+  trap 'rm -rf "$ws"' RETURN
+  local ctx='{"instance_uuid":"image-smoke","workspace_uuid":"smoke","placement_generation":1}'
+  # BOXD_SCOPE keeps this boxd's start-up recovery away from containers of other runtimes
+  # sharing the engine.
+  out="$(printf '%s\n' \
+    '{"seq_id":1,"action":"box_health","data":{}}' \
+    '{"seq_id":2,"action":"box_init","data":{"backend":"local","local":{"host_root":"'"$ws"'","allowed_mount_roots":["'"$ws"'"]}}}' \
+    '{"seq_id":3,"action":"box_exec","data":{"session_id":"smoke","image":"'"$SANDBOX_IMAGE"'","host_path":"'"$ws"'/default","cmd":"echo from-sandbox > /workspace/out && cat /workspace/out","timeout_sec":60},"context":'"$ctx"'}' |
+    timeout 120 docker run -i --rm --network none \
+      -e LANGBOT_BOX_TRUSTED_INSTANCE_UUID=image-smoke -e BOXD_SCOPE="image-smoke-$$" \
+      -v "$sock:/var/run/docker.sock" -v "$ws:$ws" "$IMAGE" -s 2>"$ws.log")" || {
+    cat "$ws.log" >&2; rm -f "$ws.log"; die "$IMAGE: boxd in stdio mode failed"; }
+  rm -f "$ws.log"
+  grep -q '"seq_id":1,"code":0,.*"available":true' <<<"$out" || die "$IMAGE: box_health did not report the engine available: $out"
+  grep -q '"seq_id":3,"code":0,.*"stdout":"from-sandbox"' <<<"$out" || die "$IMAGE: box_exec through the socket failed: $out"
+  [ "$(cat "$ws/default/out")" = "from-sandbox" ] || die "$IMAGE: the sandbox's file is not in the host workspace"
+  log "$IMAGE: stdio RPC, sandbox through the mounted socket, shared host workspace: ok"
+}
+
 bash hack/docker.sh up >/dev/null
 eval "$(bash hack/docker.sh env)"
-ctx="$(mktemp -d)"
-trap 'rm -rf "$ctx"' EXIT
-CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "-s -w" -o "$ctx/boxd" ./boxd/cmd/boxd
-mkdir -p "$ctx/tmp"
-cp boxd/Dockerfile "$ctx/Dockerfile"
-docker build -q -t "$IMAGE" "$ctx" >/dev/null
-size=$(docker image inspect "$IMAGE" --format '{{.Size}}')
-log "built $IMAGE: $((size / 1024)) KiB"
-# The image must start: --help exits 0 without a shell or libc.
-docker run --rm --network none "$IMAGE" --help >/dev/null 2>&1 || [ $? -eq 2 ] || die "$IMAGE does not start"
+case "${1:-all}" in
+  build) build ;;
+  smoke) smoke ;;
+  all) build; smoke ;;
+  *) die "usage: hack/image.sh [build|smoke]" ;;
+esac
