@@ -170,8 +170,8 @@ load_images() {
 check_free() {
   running kube-apiserver && return 0
   local port
-  for port in "$ETCD_PORT" "$API_PORT" 10250; do
-    if (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null || (echo > "/dev/tcp/$NODE_IP/$port") 2>/dev/null; then
+  for port in "$ETCD_PORT" "$API_PORT" 10248; do # loopback only: nothing leaves the machine
+    if (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       die "port $port is taken: another local cluster (another clone's hack/cluster.sh) is running on this machine; stop it with its 'hack/cluster.sh down' first"
     fi
   done
