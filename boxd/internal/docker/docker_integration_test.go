@@ -41,7 +41,7 @@ func randHex(n int) string {
 }
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	ctx   context.Context
 	cli   *client.Client
 	scope string
@@ -49,7 +49,7 @@ type env struct {
 
 // newEnv checks the engine answers and registers removal of every container of the test's
 // scope when the test ends.
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	require.NotEmpty(t, os.Getenv("DOCKER_HOST"), "DOCKER_HOST is empty: run `bash hack/docker.sh up` and `eval \"$(bash hack/docker.sh env)\"` (ci/30-boxd.sh does)")
 	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())

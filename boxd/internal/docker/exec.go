@@ -105,6 +105,7 @@ func (b *Backend) execExitCode(ctx context.Context, execID string) (int, error) 
 // and returns ctx's error; the session layer still drops the session on timeout (§8.2).
 func (b *Backend) Exec(ctx context.Context, h backend.Handle, req backend.ExecRequest) (backend.ExecResult, error) {
 	argv, pidFile := wrap(execWrapper, req.Argv)
+	b.log.Debug(fmt.Sprintf("LangBot Box backend exec: backend=docker container=%s", h.ID))
 	created, err := b.cli.ContainerExecCreate(ctx, h.ID, container.ExecOptions{Cmd: argv, Env: envList(req.Env), AttachStdout: true, AttachStderr: true})
 	if err != nil {
 		if errdefs.IsNotFound(err) || errdefs.IsConflict(err) {
