@@ -429,6 +429,12 @@ func TestRecoverAdoptsRunningPersistentAndRemovesOrphans(t *testing.T) {
 	first := e.backend()
 	keep := spec("keep", func(s *backend.SessionSpec) { s.Persistent = true; s.HostPath = t.TempDir() })
 	kh := e.start(first, keep)
+	// A managed process of the previous runtime (its pipes would die with that runtime).
+	stale, err := first.StartProcess(e.ctx, kh, backend.ProcessRequest{Argv: []string{"sh", "-lc", "sleep 297 & echo ready; exec sleep 296"}})
+	require.NoError(t, err)
+	go func() { _, _ = io.Copy(io.Discard, stale.Stderr()) }()
+	require.Equal(t, "ready\n", readLine(t, bufio.NewReader(stale.Stdout())))
+	require.Equal(t, "sleep 296\nsleep 297\n", e.sleepers(first, kh))
 	nh := e.start(first, spec("drop"))
 	dead := e.start(first, spec("dead", func(s *backend.SessionSpec) { s.Persistent = true }))
 	stopped := e.waitFor(dead.ID, container.WaitConditionNotRunning)
@@ -453,6 +459,10 @@ func TestRecoverAdoptsRunningPersistentAndRemovesOrphans(t *testing.T) {
 	adopted, removed, err := second.Recover(e.ctx, second.opts.InstanceID)
 	require.NoError(t, err)
 	require.Len(t, adopted, 1)
+	_, _ = io.Copy(io.Discard, stale.Stdout())
+	code, err := stale.Wait(e.ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 137, code, "killed by the new runtime (a signal the old one did not send: raw status)")
 	assert.Equal(t, kh, adopted[0].Handle, "same container")
 	assert.Equal(t, keep, adopted[0].Spec, "the spec is rebuilt from the labels")
 	assert.WithinDuration(t, time.Now(), adopted[0].Created, 5*time.Minute)
@@ -467,6 +477,8 @@ func TestRecoverAdoptsRunningPersistentAndRemovesOrphans(t *testing.T) {
 		assert.NoError(t, err, "%s is not this runtime's and survives", id)
 	}
 	assert.Equal(t, "again\n", e.run(second, adopted[0].Handle, "echo again").stdout, "the adopted sandbox is usable")
+	assert.Empty(t, e.sleepers(second, kh), "the previous runtime's managed process and its children are killed")
+	assert.Empty(t, e.pidFiles(second, kh))
 
 	// The runtime's own containers are never touched by its own Recover.
 	own := e.start(second, spec("own"))

@@ -38,6 +38,11 @@ const procWrapper = `{ echo $$ >"$0"; } 2>/dev/null; exec "$@"`
 // kill needs it before a negative operand: try both) and removes the PID file on KILL.
 const signalScript = `p=$(cat "$0" 2>/dev/null) || exit 0; [ -n "$p" ] || exit 0; kill -s "$1" -- -"$p" 2>/dev/null || kill -s "$1" -"$p" 2>/dev/null; [ "$1" = KILL ] && rm -f "$0"; exit 0`
 
+// reapScript kills the process group of every PID file left in the sandbox's /tmp and removes
+// the files: run on re-adopted sandboxes, whose managed processes lost their pipes with the
+// previous runtime and are no longer in any session table.
+const reapScript = `for f in /tmp/.boxd-*.pid; do [ -f "$f" ] || continue; p=$(cat "$f" 2>/dev/null); [ -n "$p" ] && { kill -s KILL -- -"$p" 2>/dev/null || kill -s KILL -"$p" 2>/dev/null; }; rm -f "$f"; done; exit 0`
+
 // wrap returns the argv that runs argv under wrapper with a fresh PID file.
 func wrap(wrapper string, argv []string) (wrapped []string, pidFile string) {
 	var r [8]byte

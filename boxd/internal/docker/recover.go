@@ -41,7 +41,8 @@ func classify(labels map[string]string, running bool, instanceID, scope string) 
 }
 
 // Recover implements backend.Backend: the start-up orphan cleanup of §9.1.6, except that
-// running persistent boxd sandboxes are returned for re-adoption instead of being removed.
+// running persistent boxd sandboxes are returned for re-adoption instead of being removed
+// (their leftover managed processes are killed first).
 // Docker cannot relabel a container, so an adopted container keeps the instance id of the
 // runtime that created it; it is adopted again by every later start for as long as it runs.
 func (b *Backend) Recover(ctx context.Context, currentInstanceID string) ([]backend.Adopted, int, error) {
@@ -64,7 +65,13 @@ func (b *Backend) Recover(ctx context.Context, currentInstanceID string) ([]back
 			if len(c.Names) > 0 {
 				name = strings.TrimPrefix(c.Names[0], "/")
 			}
-			adopted = append(adopted, backend.Adopted{Spec: spec, Handle: backend.Handle{ID: name}, Created: time.Unix(c.Created, 0)})
+			h := backend.Handle{ID: name}
+			// Its managed processes lost their pipes with the previous runtime: end them, so
+			// the sandbox matches the session table (no processes) it is adopted into.
+			if err := b.runQuiet(ctx, h, "sh", "-c", reapScript); err != nil {
+				b.log.Warn(fmt.Sprintf("end stale managed processes in re-adopted container %s: %v", name, err))
+			}
+			adopted = append(adopted, backend.Adopted{Spec: spec, Handle: h, Created: time.Unix(c.Created, 0)})
 			continue
 		}
 		short := c.ID
