@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
-# boxd against a real Docker Engine: the private dockerd of hack/docker.sh (Debian docker.io,
-# vfs, no bridge, no iptables), the local busybox sandbox image, the wire-level conformance
-# suite, then the FROM-scratch image.
+# boxd against real container engines: the private dockerd of hack/docker.sh (Debian docker.io,
+# vfs, no bridge, no iptables) with the local busybox sandbox image runs every boxd
+# integration test (the Docker backend's own suite and the wire-level conformance suite); the
+# Docker backend's suite runs once more against a private Podman API socket (hack/podman.sh:
+# DOCKER_HOST may name one); then the FROM-scratch image is built and smoke-tested.
 source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
 cd "$REPO_ROOT"
 bash hack/docker.sh up
 eval "$(bash hack/docker.sh env)"
-report="$STATE_DIR/results/boxd.json"
-mkdir -p "$(dirname "$report")"
-set +e
-go test -count=1 -p 1 -tags integration -json ./boxd/... > "$report"
-rc=$?
-set -e
-RESULTS_LABEL=boxd go run ./hack/gotestsum-lite < "$report"
-[ $rc -eq 0 ] || die "boxd integration tests failed"
+mkdir -p "$STATE_DIR/results"
+
+# run_suite LABEL PACKAGES... runs integration tests into a JSON report and counts them.
+run_suite() {
+  local label="$1"; shift
+  local report="$STATE_DIR/results/$label.json" rc
+  set +e
+  go test -count=1 -p 1 -tags integration -json "$@" > "$report"
+  rc=$?
+  set -e
+  RESULTS_LABEL="$label" go run ./hack/gotestsum-lite < "$report"
+  [ $rc -eq 0 ] || die "$label integration tests failed (report: $report)"
+}
+
+run_suite boxd ./boxd/...
+
+bash hack/podman.sh up
+trap 'bash hack/podman.sh down' EXIT
+DOCKER_HOST="$(bash hack/podman.sh host)" run_suite boxd-podman ./boxd/internal/docker/
+
 bash hack/image.sh

@@ -321,7 +321,7 @@ func (b *Backend) ensureImage(ctx context.Context, ref string) error {
 			return fmt.Errorf("pull image %s: %w", ref, err)
 		}
 		if msg.Error != "" {
-			return fmt.Errorf("pull image %s: %s", ref, msg.Error)
+			return fmt.Errorf("image %s is not present and could not be pulled: %s", ref, msg.Error)
 		}
 	}
 	if _, err := b.cli.ImageInspect(ctx, ref); err != nil {

@@ -55,7 +55,8 @@ func wrap(wrapper string, argv []string) (wrapped []string, pidFile string) {
 func (b *Backend) runQuiet(ctx context.Context, h backend.Handle, argv ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	created, err := b.cli.ContainerExecCreate(ctx, h.ID, container.ExecOptions{Cmd: argv})
+	// Streams attached although discarded: Podman refuses to attach an exec without any.
+	created, err := b.cli.ContainerExecCreate(ctx, h.ID, container.ExecOptions{Cmd: argv, AttachStdout: true, AttachStderr: true})
 	if err != nil {
 		return err
 	}
