@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/mounts"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
 )
 
@@ -164,7 +165,7 @@ func resolvePaths(local map[string]any, cwd string) Paths {
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(base, p)
 		}
-		return resolve(filepath.Clean(p))
+		return mounts.Resolve(p)
 	}
 	var p Paths
 	if hr := str("host_root"); hr != "" {
@@ -206,23 +207,6 @@ func resolvePaths(local map[string]any, cwd string) Paths {
 	return p
 }
 
-// resolve follows symlinks of the longest existing prefix (a non-strict realpath).
-func resolve(p string) string {
-	if r, err := filepath.EvalSymlinks(p); err == nil {
-		return r
-	}
-	dir, base := filepath.Split(p)
-	if dir == "" || dir == p {
-		return p
-	}
-	return filepath.Join(resolve(filepath.Clean(dir)), base)
-}
-
-// Within reports whether p equals root or lies under it.
-func Within(p, root string) bool {
-	return p == root || strings.HasPrefix(p, strings.TrimSuffix(root, "/")+"/")
-}
-
 // EnsureDefaultWorkspace creates the default workspace as §7.4 describes.
 func (c Config) EnsureDefaultWorkspace() error {
 	dw := c.Paths.DefaultWorkspace
@@ -239,7 +223,7 @@ func (c Config) EnsureDefaultWorkspace() error {
 		return rpc.Errorf(rpc.BoxValidationError, "box.local.default_workspace cannot be created because no allowed_mount_roots are configured")
 	}
 	for _, r := range c.Paths.AllowedMountRoots {
-		if Within(dw, r) {
+		if mounts.Within(dw, r) {
 			if err := os.MkdirAll(dw, 0o755); err != nil {
 				return rpc.Errorf(rpc.BoxValidationError, "create box.local.default_workspace %s: %v", dw, err)
 			}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/config"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/mounts"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
 )
 
@@ -34,7 +35,7 @@ func Verify(paths config.Paths, marker string) (map[string]any, error) {
 	}
 	inside := false
 	for _, r := range paths.AllowedMountRoots {
-		if config.Within(root, r) {
+		if mounts.Within(root, r) {
 			inside = true
 		}
 	}
