@@ -271,9 +271,7 @@ down() {
   for p in provisioner kwok coredns kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd containerd; do
     local f; f="$(pidfile "$p")"
     if [ -f "$f" ]; then
-      local pid; pid="$(cat "$f")"; local deadline=$((SECONDS + 30))
-      while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
-      kill -9 "$pid" 2>/dev/null || true
+      await_exit "$(cat "$f")" 30
       rm -f "$f"
     fi
   done

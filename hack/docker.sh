@@ -79,10 +79,7 @@ down() {
     if kill -0 "$pid" 2>/dev/null; then
       # Containers first, so no shim outlives the daemon.
       dk ps -aq 2>/dev/null | xargs -r docker -H "$HOST" rm -f >/dev/null 2>&1 || true
-      kill "$pid"
-      local deadline=$((SECONDS + 60))
-      while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
-      kill -9 "$pid" 2>/dev/null || true
+      stop_pid "$pid" 60
     fi
   fi
   rm -rf "$D"

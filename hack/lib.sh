@@ -48,6 +48,19 @@ timed() {
   log "stage '$name' took $((SECONDS - start))s"
 }
 
+# await_exit PID TIMEOUT_S waits for a process to exit, then kills it with SIGKILL.
+await_exit() {
+  local pid="$1" deadline=$((SECONDS + $2))
+  while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
+# stop_pid PID TIMEOUT_S sends SIGTERM, then SIGKILL if it is still there after TIMEOUT_S.
+stop_pid() {
+  kill "$1" 2>/dev/null || true
+  await_exit "$1" "$2"
+}
+
 # wait_for DESC TIMEOUT_S CMD... polls CMD until it succeeds (a readiness check, not a sleep).
 wait_for() {
   local desc="$1" timeout="$2"; shift 2

@@ -58,10 +58,7 @@ down() {
     if kill -0 "$pid" 2>/dev/null; then
       # Containers first (with their exec sessions), so no conmon outlives the service.
       pm rm -af -t 0 >/dev/null 2>&1 || true
-      kill "$pid"
-      local deadline=$((SECONDS + 60))
-      while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
-      kill -9 "$pid" 2>/dev/null || true
+      stop_pid "$pid" 60
     fi
   fi
   # Exec sessions leave a conmon each, waiting out podman's exit-command delay (300 s) after
