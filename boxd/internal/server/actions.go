@@ -49,6 +49,7 @@ func (s *Server) registry() map[string]action {
 	s.Register("box_start_managed_process", tenantSandbox, s.boxStartProcess)
 	s.Register("box_get_managed_process", tenantSandbox, s.boxGetProcess)
 	s.Register("box_stop_managed_process", tenantSandbox, s.boxStopProcess)
+	s.registerSkills()
 	return s.actions
 }
 

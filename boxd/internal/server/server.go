@@ -62,6 +62,7 @@ type Server struct {
 	fence    *tenancy.Fence
 	actions  map[string]action
 	upgrader websocket.Upgrader
+	skills   skillService
 
 	mu          sync.Mutex
 	trusted     string

@@ -1,0 +1,378 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/skills"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/transfer"
+)
+
+// skillService serialises every skill-store operation of the process (§11.12).
+type skillService struct {
+	mu    sync.Mutex
+	hooks skills.Hooks
+}
+
+// skillArgs is a skill action's data object, decoded with numbers kept exact.
+type skillArgs map[string]any
+
+func decodeSkillArgs(raw json.RawMessage) skillArgs {
+	var m map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	_ = dec.Decode(&m) // the dispatcher has checked that data is an object
+	return m
+}
+
+// required is Python's data[key]: a missing key raises KeyError: 'key'.
+func (a skillArgs) required(key string) (any, error) {
+	v, ok := a[key]
+	if !ok {
+		return nil, rpc.Errorf(rpc.KeyError, "'%s'", key)
+	}
+	return v, nil
+}
+
+// str renders a JSON value as Python's str() (None for null).
+func str(v any) string {
+	switch t := v.(type) {
+	case nil:
+		return "None"
+	case string:
+		return t
+	case bool:
+		if t {
+			return "True"
+		}
+		return "False"
+	case json.Number:
+		return t.String()
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// orDefault is Python's `str(data.get(key) or default)`.
+func (a skillArgs) orDefault(key, def string) string {
+	v := a[key]
+	if v == nil || v == "" || v == false {
+		return def
+	}
+	return str(v)
+}
+
+// getDefault is Python's `data.get(key, default)` followed by a falsy test: a missing key
+// gives def, null gives "".
+func (a skillArgs) getDefault(key, def string) string {
+	v, ok := a[key]
+	switch {
+	case !ok:
+		return def
+	case v == nil || v == false:
+		return ""
+	}
+	return str(v)
+}
+
+// pyInt is Python's int() on a JSON value.
+func pyInt(v any) (int, error) {
+	switch t := v.(type) {
+	case bool:
+		if t {
+			return 1, nil
+		}
+		return 0, nil
+	case json.Number:
+		if i, err := t.Int64(); err == nil {
+			return int(i), nil
+		}
+		f, err := t.Float64()
+		if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+			return 0, fmt.Errorf("cannot convert float %s to integer", t)
+		}
+		return int(f), nil
+	case string:
+		if i, err := strconv.Atoi(strings.TrimSpace(strings.ReplaceAll(t, "_", ""))); err == nil {
+			return i, nil
+		}
+		return 0, fmt.Errorf("invalid literal for int() with base 10: '%s'", t)
+	case nil:
+		return 0, fmt.Errorf("int() argument must be a string, a bytes-like object or a real number, not 'NoneType'")
+	}
+	return 0, fmt.Errorf("int() argument must be a string, a bytes-like object or a real number, not '%s'", pyTypeName(v))
+}
+
+func pyTypeName(v any) string {
+	switch v.(type) {
+	case map[string]any:
+		return "dict"
+	case []any:
+		return "list"
+	case string:
+		return "str"
+	case bool:
+		return "bool"
+	case nil:
+		return "NoneType"
+	}
+	return "object"
+}
+
+// truthy is Python's bool() on a JSON value.
+func truthy(v any) bool {
+	switch t := v.(type) {
+	case nil:
+		return false
+	case bool:
+		return t
+	case string:
+		return t != ""
+	case json.Number:
+		f, _ := t.Float64()
+		return f != 0
+	case []any:
+		return len(t) > 0
+	case map[string]any:
+		return len(t) > 0
+	}
+	return true
+}
+
+func field(m map[string]any, key string) skills.Field {
+	v, ok := m[key]
+	if !ok {
+		return skills.Field{}
+	}
+	if v == nil {
+		return skills.Field{Present: true, Null: true}
+	}
+	return skills.Field{Present: true, Value: str(v)}
+}
+
+func skillRequest(v any) (skills.Request, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return skills.Request{}, fmt.Errorf("'%s' object has no attribute 'get'", pyTypeName(v))
+	}
+	req := skills.Request{Name: field(m, "name"), DisplayName: field(m, "display_name"),
+		Description: field(m, "description"), Instructions: field(m, "instructions"), PackageRoot: field(m, "package_root")}
+	if req.Name.Null {
+		req.Name = skills.Field{Present: true}
+	}
+	if req.Instructions.Null {
+		req.Instructions = skills.Field{Present: true}
+	}
+	return req, nil
+}
+
+// skillStore opens the calling tenant's store.
+func (s *Server) skillStore(c call) (*skills.Store, error) {
+	cfg := s.Config()
+	local, _ := cfg.Raw["local"].(map[string]any)
+	hostRoot, _ := local["host_root"].(string)
+	skillsRoot, _ := local["skills_root"].(string)
+	root := skills.StoreRoot(hostRoot, skillsRoot, s.opts.Cwd)
+	return skills.Open(root, c.ctx.Namespace(), s.skills.hooks)
+}
+
+// skillAction runs fn under the store lock; wrapped actions report every failure as
+// BoxValidationError (§3.6), the others as ValueError (KeyError for a missing key).
+func (s *Server) skillAction(wrapped bool, fn func(skillArgs, *skills.Store) (any, error)) func(context.Context, call) (any, error) {
+	return func(_ context.Context, c call) (any, error) {
+		st, err := s.skillStore(c)
+		if err == nil {
+			s.skills.mu.Lock()
+			var out any
+			out, err = fn(decodeSkillArgs(c.data), st)
+			s.skills.mu.Unlock()
+			if err == nil {
+				return out, nil
+			}
+		}
+		if _, isRPC := err.(*rpc.Error); isRPC && !wrapped {
+			return nil, err
+		}
+		if wrapped {
+			if re, isRPC := err.(*rpc.Error); isRPC {
+				return nil, rpc.Errorf(rpc.BoxValidationError, "%s", re.Text)
+			}
+			return nil, rpc.Errorf(rpc.BoxValidationError, "%s", err.Error())
+		}
+		return nil, rpc.Errorf(rpc.ValueError, "%s", err.Error())
+	}
+}
+
+// takeUpload consumes a completed __file_chunk transfer of this connection.
+func takeUpload(ctx context.Context, a skillArgs) ([]byte, error) {
+	key, err := a.required("file_key")
+	if err != nil {
+		return nil, err
+	}
+	st := transfer.FromContext(ctx)
+	if st == nil {
+		return nil, fmt.Errorf("File transfer is not available on this connection")
+	}
+	data, err := st.Take(str(key))
+	if re, ok := err.(*rpc.Error); ok {
+		return nil, fmt.Errorf("%s", re.Text)
+	}
+	return data, err
+}
+
+func zipRequest(a skillArgs) skills.ZipRequest {
+	req := skills.ZipRequest{
+		Filename:     a.getDefault("filename", "skill.zip"),
+		SourceSubdir: a.orDefault("source_subdir", ""),
+		TargetSuffix: a.getDefault("target_suffix", "upload"),
+		SourcePath:   a.orDefault("source_path", ""),
+	}
+	if list, ok := a["source_paths"].([]any); ok {
+		for _, p := range list {
+			if p == nil {
+				req.SourcePaths = append(req.SourcePaths, "")
+				continue
+			}
+			req.SourcePaths = append(req.SourcePaths, str(p))
+		}
+	}
+	return req
+}
+
+func (s *Server) registerSkills() {
+	s.Register("box_list_skills", tenantOther, s.skillAction(false, func(_ skillArgs, st *skills.Store) (any, error) {
+		list, err := st.List()
+		return map[string]any{"skills": list}, err
+	}))
+	s.Register("box_get_skill", tenantOther, s.skillAction(false, func(a skillArgs, st *skills.Store) (any, error) {
+		name, err := a.required("name")
+		if err != nil {
+			return nil, err
+		}
+		sk, err := st.Get(str(name))
+		return map[string]any{"skill": sk}, err
+	}))
+	s.Register("box_create_skill", tenantOther, s.skillAction(true, func(a skillArgs, st *skills.Store) (any, error) {
+		raw, err := a.required("skill")
+		if err != nil {
+			return nil, err
+		}
+		req, err := skillRequest(raw)
+		if err != nil {
+			return nil, err
+		}
+		sk, err := st.Create(req)
+		return map[string]any{"skill": sk}, err
+	}))
+	s.Register("box_update_skill", tenantOther, s.skillAction(true, func(a skillArgs, st *skills.Store) (any, error) {
+		name, err := a.required("name")
+		if err != nil {
+			return nil, err
+		}
+		raw, err := a.required("skill")
+		if err != nil {
+			return nil, err
+		}
+		req, err := skillRequest(raw)
+		if err != nil {
+			return nil, err
+		}
+		sk, err := st.Update(str(name), req)
+		return map[string]any{"skill": sk}, err
+	}))
+	s.Register("box_delete_skill", tenantOther, s.skillAction(true, func(a skillArgs, st *skills.Store) (any, error) {
+		name, err := a.required("name")
+		if err != nil {
+			return nil, err
+		}
+		if err := st.Delete(str(name)); err != nil {
+			return nil, err
+		}
+		return map[string]any{"deleted": name}, nil
+	}))
+	s.Register("box_scan_skill_directory", tenantOther, s.skillAction(true, func(a skillArgs, st *skills.Store) (any, error) {
+		p, err := a.required("path")
+		if err != nil {
+			return nil, err
+		}
+		return st.Scan(str(p))
+	}))
+	s.Register("box_list_skill_files", tenantOther, s.skillAction(true, func(a skillArgs, st *skills.Store) (any, error) {
+		name, err := a.required("name")
+		if err != nil {
+			return nil, err
+		}
+		maxEntries := 200
+		if v, ok := a["max_entries"]; ok {
+			if maxEntries, err = pyInt(v); err != nil {
+				return nil, err
+			}
+		}
+		return st.ListFiles(str(name), a.orDefault("path", "."), truthy(a["include_hidden"]), maxEntries)
+	}))
+	s.Register("box_read_skill_file", tenantOther, s.skillAction(true, func(a skillArgs, st *skills.Store) (any, error) {
+		name, err := a.required("name")
+		if err != nil {
+			return nil, err
+		}
+		p, err := a.required("path")
+		if err != nil {
+			return nil, err
+		}
+		return st.ReadFile(str(name), orDot(p))
+	}))
+	s.Register("box_write_skill_file", tenantOther, s.skillAction(true, func(a skillArgs, st *skills.Store) (any, error) {
+		name, err := a.required("name")
+		if err != nil {
+			return nil, err
+		}
+		p, err := a.required("path")
+		if err != nil {
+			return nil, err
+		}
+		content, ok := a["content"]
+		if !ok {
+			content = ""
+		}
+		text, isString := content.(string)
+		if !isString {
+			return nil, fmt.Errorf("'%s' object has no attribute 'encode'", pyTypeName(content))
+		}
+		return st.WriteFile(str(name), orDot(p), text)
+	}))
+	s.Register("box_preview_skill_zip", tenantOther, func(ctx context.Context, c call) (any, error) {
+		return s.skillAction(true, func(a skillArgs, st *skills.Store) (any, error) {
+			data, err := takeUpload(ctx, a)
+			if err != nil {
+				return nil, err
+			}
+			list, err := st.PreviewZip(data, zipRequest(a))
+			return map[string]any{"skills": list}, err
+		})(ctx, c)
+	})
+	s.Register("box_install_skill_zip", tenantOther, func(ctx context.Context, c call) (any, error) {
+		return s.skillAction(true, func(a skillArgs, st *skills.Store) (any, error) {
+			data, err := takeUpload(ctx, a)
+			if err != nil {
+				return nil, err
+			}
+			list, err := st.InstallZip(data, zipRequest(a))
+			return map[string]any{"skills": list}, err
+		})(ctx, c)
+	})
+}
+
+// orDot is Python's `str(path or ".")` for a path argument.
+func orDot(v any) string {
+	if !truthy(v) {
+		return "."
+	}
+	return str(v)
+}
