@@ -1,0 +1,28 @@
+// Command boxagent is boxd's in-sandbox exec agent (see internal/agent). boxd bind-mounts it
+// read-only into a sandbox and starts it through one Engine API exec, as the container's own
+// user, with stdin/stdout attached: it speaks the agent protocol on them and nothing else (no
+// network, no arguments, no configuration). It exits when its input ends, killing whatever it
+// still runs. Build it static: CGO_ENABLED=0 go build ./boxd/cmd/boxagent.
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/agent"
+)
+
+func main() {
+	// A write to a vanished boxd returns EPIPE instead of killing the agent (and leaving its
+	// commands behind): Serve then ends and kills them.
+	signal.Ignore(syscall.SIGPIPE)
+	if len(os.Args) > 1 {
+		os.Stderr.WriteString("boxagent takes no arguments: boxd starts it and speaks to it on stdin/stdout\n")
+		os.Exit(2)
+	}
+	if err := agent.Serve(os.Stdin, os.Stdout, os.Environ()); err != nil {
+		os.Stderr.WriteString("boxagent: " + err.Error() + "\n")
+		os.Exit(1)
+	}
+}
