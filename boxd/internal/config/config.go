@@ -63,6 +63,9 @@ type Config struct {
 	// Hardening drops every capability and sets no-new-privileges on sandboxes (boxd's
 	// default, beyond 0.5.5); `docker.hardening: false` turns it off for images that need it.
 	Hardening bool
+	// ExecAgent (`docker.exec_agent`, off by default) runs sandbox commands through boxd's
+	// in-sandbox exec agent instead of one Engine API exec each (see boxd/README.md).
+	ExecAgent bool
 }
 
 // Default is the configuration before any box_init.
@@ -93,6 +96,7 @@ func (c Config) Apply(payload map[string]any, cwd string) (Config, error) {
 	docker, _ := raw["docker"].(map[string]any)
 	next.CPULimitEnabled = truthy(docker["cpu_limit_enabled"], true)
 	next.Hardening = truthy(docker["hardening"], true)
+	next.ExecAgent = truthy(docker["exec_agent"], false)
 	local, _ := raw["local"].(map[string]any)
 	next.Paths = resolvePaths(local, cwd)
 	return next, nil
