@@ -71,7 +71,16 @@ type Options struct {
 	// AllowedMountRoots, when it returns roots, confines every bind mount (defence in depth,
 	// §10.2). It is a function because box_init can change the roots at any time.
 	AllowedMountRoots func() []string
-	Logger            *slog.Logger
+	// ExecAgent reports box.docker.exec_agent (read at every Start and Exec; nil = off): run
+	// commands through the in-sandbox agent (agent.go) instead of one Engine API exec each.
+	ExecAgent func() bool
+	// HostRoot reports box.local.host_root, under which the agent binary is placed for
+	// bind-mounting (nil or "" = no agent).
+	HostRoot func() string
+	// AgentBinary is the boxagent binary on boxd's file system ("" = no agent); see
+	// DefaultAgentBinary.
+	AgentBinary string
+	Logger      *slog.Logger
 }
 
 // settings are the box_init-controlled knobs, changed while sessions start.
@@ -87,6 +96,8 @@ type Backend struct {
 
 	mu  sync.RWMutex
 	set settings
+
+	ag agents
 }
 
 // New connects to the engine named by the environment (DOCKER_HOST, DOCKER_API_VERSION,
@@ -106,7 +117,8 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 	if opts.InstanceID == "" {
 		return nil, fmt.Errorf("docker backend: Options.InstanceID is empty: pass the runtime's instance id")
 	}
-	b := &Backend{cli: cli, opts: opts, log: opts.Logger, set: settings{cpuLimit: opts.CPULimitEnabled, hardening: opts.Hardening}}
+	b := &Backend{cli: cli, opts: opts, log: opts.Logger, set: settings{cpuLimit: opts.CPULimitEnabled, hardening: opts.Hardening},
+		ag: agents{sessions: map[string]*agentSession{}, installed: map[string]installedAgent{}, warned: map[string]bool{}}}
 	// Negotiate now when the engine answers, so the first sandbox does not pay for it.
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
@@ -114,8 +126,11 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 	return b, nil
 }
 
-// Close releases the client's connections.
-func (b *Backend) Close() error { return b.cli.Close() }
+// Close ends the exec agents' connections and releases the client's connections.
+func (b *Backend) Close() error {
+	b.closeAgents()
+	return b.cli.Close()
+}
 
 // Configure applies the box_init knobs (box.docker.cpu_limit_enabled, box.docker.hardening).
 func (b *Backend) Configure(cpuLimit, hardening bool) {
@@ -271,6 +286,13 @@ func (b *Backend) Start(ctx context.Context, spec backend.SessionSpec) (backend.
 	if err != nil {
 		return backend.Handle{}, backendErr(err)
 	}
+	withAgent := false
+	if b.agentOn() {
+		var m mount.Mount
+		if m, withAgent = b.agentMount(); withAgent {
+			hc.Mounts = append(hc.Mounts, m)
+		}
+	}
 	name := ContainerName(spec.PhysicalID)
 	b.log.Info(fmt.Sprintf("LangBot Box backend start_session: backend=docker session_id=%s container=%s image=%s", spec.PhysicalID, name, spec.Image))
 	cctx, cancel := context.WithTimeout(ctx, CreateTimeout)
@@ -287,6 +309,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.SessionSpec) (backend.
 		}
 		return backend.Handle{}, backendErr(err)
 	}
+	b.noteStarted(name, withAgent)
 	return backend.Handle{ID: name}, nil
 }
 
@@ -343,6 +366,7 @@ func (b *Backend) Stop(ctx context.Context, h backend.Handle) error {
 	ctx, cancel := context.WithTimeout(ctx, backend.DefaultStopTimeout)
 	defer cancel()
 	b.log.Info("LangBot Box backend stop_session: backend=docker container=" + h.ID)
+	b.forget(h.ID)
 	err := b.cli.ContainerRemove(ctx, h.ID, container.RemoveOptions{Force: true})
 	if err != nil && !errdefs.IsNotFound(err) && !strings.Contains(err.Error(), "is already in progress") {
 		return fmt.Errorf("remove container %s: %w", h.ID, err)

@@ -148,12 +148,28 @@ func (e *env) waitFor(id string, cond container.WaitCondition) func() {
 }
 
 func TestSessionWithHostWorkspace(t *testing.T) {
+	for _, p := range execPaths {
+		t.Run(p.name, func(t *testing.T) { testSessionWithHostWorkspace(t, p) })
+	}
+}
+
+func testSessionWithHostWorkspace(t *testing.T, p execPath) {
 	e := newEnv(t)
-	b := e.backend()
+	b := e.backend(p.opts(t))
 	ws := filepath.Join(t.TempDir(), "default", "tenants", "ws-1") // does not exist yet: mkdir -p
 	h := e.start(b, spec("p", func(s *backend.SessionSpec) { s.HostPath = ws }))
 	assert.Regexp(t, `^langbot-box-ws-[0-9a-f]{24}-g1-p-[0-9a-f]{8}$`, h.ID)
 	assert.True(t, b.Alive(e.ctx, h))
+	// The process the engine (docker exec path: the PID-recording wrapper, whose shell then
+	// rebuilds the environment of its children from its variable table, sorted) or the agent
+	// (the command itself) started with the environment in insertion order.
+	started := "$PPID"
+	// A command that dies of a signal: the wrapper's shell reports it on stderr; the agent,
+	// like the reference's `docker exec sh -lc`, reports only the status.
+	killed := "Killed\n"
+	if p.agent {
+		started, killed = "$$", ""
+	}
 
 	cases := []struct {
 		name   string
@@ -167,7 +183,7 @@ func TestSessionWithHostWorkspace(t *testing.T) {
 		// A shell rebuilds the environment of its children from its variable table (sorted), so
 		// the order the engine received is read from the wrapper's /proc/<pid>/environ.
 		{"env keeps insertion order and values verbatim",
-			`tr '\0' '\n' < /proc/$PPID/environ | grep -E '^(ZZ|AA|MM)='`,
+			`tr '\0' '\n' < /proc/` + started + `/environ | grep -E '^(ZZ|AA|MM)='`,
 			[]backend.EnvVar{{Key: "ZZ", Value: "1"}, {Key: "AA", Value: "two words 'q'"}, {Key: "MM", Value: "$HOME"}},
 			out{0, "ZZ=1\nAA=two words 'q'\nMM=$HOME\n", ""}},
 		{"write through the bind mount", "printf data > /workspace/f.txt && mkdir -p /workspace/sub && printf x > /workspace/sub/y", nil, out{0, "", ""}},
@@ -176,12 +192,17 @@ func TestSessionWithHostWorkspace(t *testing.T) {
 		{"network none", "ls /sys/class/net", nil, out{0, "lo\n", ""}},
 		{"read-only root", "touch /etc/x", nil, out{1, "", "touch: /etc/x: Read-only file system\n"}},
 		{"writable /tmp tmpfs", "echo t > /tmp/t && cat /tmp/t && grep ' /tmp ' /proc/mounts | cut -d' ' -f3", nil, out{0, "t\ntmpfs\n", ""}},
+		{"killed by a signal: 128+n", "echo before; kill -KILL $$", nil, out{137, "before\n", killed}},
+		{"stdin is empty", "cat; echo eof", nil, out{0, "eof\n", ""}},
+		{"working directory is the image's", "pwd", nil, out{0, "/workspace\n", ""}},
+		{"large output, both streams, in order", "head -c 1500000 /dev/zero | tr '\\0' a; seq 1 3 >&2", nil, out{0, strings.Repeat("a", 1500000), "1\n2\n3\n"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			want := tc.want
-			if e.podman && tc.env != nil {
+			if e.podman && tc.env != nil && !p.agent {
 				// Podman hands the exec environment over as a map: values intact, order sorted.
+				// The agent builds each command's environment itself, in insertion order.
 				lines := strings.Split(strings.TrimSuffix(want.stdout, "\n"), "\n")
 				slices.Sort(lines)
 				want.stdout = strings.Join(lines, "\n") + "\n"
@@ -194,6 +215,7 @@ func TestSessionWithHostWorkspace(t *testing.T) {
 	assert.Equal(t, "data", string(data), "a file written in the sandbox is on the host")
 	_, err = os.Stat(filepath.Join(ws, "sub", "y"))
 	assert.NoError(t, err)
+	p.assertRanThrough(t, e.run(b, h, `tr '\0' ' ' < /proc/$PPID/cmdline`).stdout)
 }
 
 func TestContainerSettingsVisibleInInspect(t *testing.T) {
@@ -267,8 +289,14 @@ func TestContainerSettingsVisibleInInspect(t *testing.T) {
 }
 
 func TestHardeningOffGivesCapabilities(t *testing.T) {
+	for _, p := range execPaths {
+		t.Run(p.name, func(t *testing.T) { testHardeningOffGivesCapabilities(t, p) })
+	}
+}
+
+func testHardeningOffGivesCapabilities(t *testing.T, p execPath) {
 	e := newEnv(t)
-	b := e.backend(func(o *Options) { o.Hardening = false })
+	b := e.backend(p.opts(t), func(o *Options) { o.Hardening = false })
 	h := e.start(b, spec("caps"))
 	r := e.run(b, h, `grep -E '^(CapEff|NoNewPrivs)' /proc/self/status | tr -s '\t' ' '`)
 	assert.NotContains(t, r.stdout, "CapEff: 0000000000000000")
@@ -309,8 +337,14 @@ func (e *env) pidFiles(b *Backend, h backend.Handle) string {
 }
 
 func TestExecCancelKillsTheCommandAndItsChildren(t *testing.T) {
+	for _, p := range execPaths {
+		t.Run(p.name, func(t *testing.T) { testExecCancelKillsTheCommandAndItsChildren(t, p) })
+	}
+}
+
+func testExecCancelKillsTheCommandAndItsChildren(t *testing.T, p execPath) {
 	e := newEnv(t)
-	b := e.backend()
+	b := e.backend(p.opts(t))
 	h := e.start(b, spec("cancel"))
 	w := &lineWriter{started: make(chan struct{})}
 	ctx, cancel := context.WithCancel(e.ctx)

@@ -109,7 +109,22 @@ func (b *Backend) execExitCode(ctx context.Context, execID string) (int, error) 
 // Exec runs argv and streams its output into the request's writers (stdout and stderr
 // demultiplexed). Cancelling ctx kills the command's whole process group inside the sandbox
 // and returns ctx's error; the session layer still drops the session on timeout (§8.2).
+// With box.docker.exec_agent on, the command goes through the sandbox's exec agent
+// (agent.go) when it has one, through its own Engine API exec otherwise.
 func (b *Backend) Exec(ctx context.Context, h backend.Handle, req backend.ExecRequest) (backend.ExecResult, error) {
+	if b.agentOn() {
+		if c := b.agentFor(ctx, h); c != nil {
+			if res, err, handled := b.execAgent(ctx, h, c, req); handled {
+				return res, err
+			}
+		}
+	}
+	return b.execEngine(ctx, h, req)
+}
+
+// execEngine runs one command as one Engine API exec (create, attach, inspect) under the
+// PID-recording wrapper.
+func (b *Backend) execEngine(ctx context.Context, h backend.Handle, req backend.ExecRequest) (backend.ExecResult, error) {
 	argv, pidFile := wrap(execWrapper, req.Argv)
 	b.log.Debug(fmt.Sprintf("LangBot Box backend exec: backend=docker container=%s", h.ID))
 	created, err := b.cli.ContainerExecCreate(ctx, h.ID, container.ExecOptions{Cmd: argv, Env: envList(req.Env), AttachStdout: true, AttachStderr: true})

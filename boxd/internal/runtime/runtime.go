@@ -91,7 +91,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	var srv *server.Server
 	be, err := docker.New(ctx, docker.Options{InstanceID: instanceID, Scope: o.Scope, CPULimitEnabled: cfg.CPULimitEnabled, Hardening: cfg.Hardening,
-		AllowedMountRoots: func() []string { return srv.Config().Paths.AllowedMountRoots }, Logger: log})
+		AllowedMountRoots: func() []string { return srv.Config().Paths.AllowedMountRoots }, Logger: log,
+		ExecAgent: func() bool { return srv.Config().ExecAgent }, HostRoot: func() string { return srv.Config().Paths.HostRoot },
+		AgentBinary: docker.DefaultAgentBinary()})
 	if err != nil {
 		return err
 	}
