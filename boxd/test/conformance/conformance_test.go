@@ -89,7 +89,8 @@ func TestEnvelopeAndErrors(t *testing.T) {
 		{"box_get_session", map[string]any{"session_id": "missing"}, ctx1, "BoxSessionNotFoundError: session ws-"},
 		{"box_delete_session", map[string]any{"session_id": "missing"}, ctx1, "BoxSessionNotFoundError: session ws-"},
 		{"box_init", map[string]any{"limits": map[string]any{"max_sessions": "5"}}, nil, "ValueError: box.limits.max_sessions must be an integer"},
-		{"box_upsert_sandbox_admission_grant", map[string]any{}, nil, "BoxAdmissionError: Sandbox admission enforcement is not enabled"},
+		{"box_upsert_sandbox_admission_grant", map[string]any{}, nil, "BoxValidationError: 7 validation errors for SandboxAdmissionGrant\ninstance_uuid\n  Field required"},
+		{"box_upsert_sandbox_admission_grant", grantData(workspace, 1, 1, time.Minute, nil), nil, "BoxAdmissionError: Sandbox admission enforcement is not enabled"},
 		{"box_start_managed_process", map[string]any{"session_id": "missing", "spec": map[string]any{"command": "cat"}}, ctx1, "BoxSessionNotFoundError: "},
 		{"__file_chunk", map[string]any{"file_key": "../x", "chunk_base64": "", "chunk_index": 0, "chunk_amount": 1}, nil, "ValueError: Invalid file transfer key"},
 		{"__file_chunk", map[string]any{"file_key": "k", "chunk_base64": "aGk=", "chunk_index": 2, "chunk_amount": 1}, nil, "ValueError: Invalid file chunk position"},
@@ -109,9 +110,15 @@ func TestEnvelopeAndErrors(t *testing.T) {
 }
 
 func TestExecThroughWorkspace(t *testing.T) {
+	for _, p := range execPaths {
+		t.Run(p.name, func(t *testing.T) { testExecThroughWorkspace(t, p) })
+	}
+}
+
+func testExecThroughWorkspace(t *testing.T, p execPath) {
 	b := startBoxd(t)
 	c := dial(t, b)
-	root := c.init(t, nil)
+	root := c.init(t, p.boxInit(nil))
 	ws := filepath.Join(root, "default", "tenants", "t1")
 	sid := uniq("person")
 	base := map[string]any{"host_path": ws, "host_path_mode": "rw", "mount_path": "/workspace"}
@@ -148,6 +155,9 @@ func TestExecThroughWorkspace(t *testing.T) {
 
 	r = c.ok("box_exec", with(map[string]any{"cmd": "touch /etc/x"}), ctx1)
 	assert.NotEqual(t, float64(0), r["exit_code"], "the root file system is read-only")
+
+	r = c.ok("box_exec", with(map[string]any{"cmd": parentCmdline}), ctx1)
+	p.assertRanThrough(t, r["stdout"])
 
 	info := c.ok("box_get_session", map[string]any{"session_id": sid}, ctx1)
 	assert.Equal(t, sid, info["session_id"])
@@ -278,6 +288,12 @@ func TestManagedProcessRelay(t *testing.T) {
 }
 
 func TestRestartKeepsPersistentAndRemovesOrphans(t *testing.T) {
+	for _, p := range execPaths {
+		t.Run(p.name, func(t *testing.T) { testRestartKeepsPersistentAndRemovesOrphans(t, p) })
+	}
+}
+
+func testRestartKeepsPersistentAndRemovesOrphans(t *testing.T, p execPath) {
 	cli := dockerClient(t)
 	ctx := context.Background()
 	// An orphan of another runtime instance, and an unrelated container that must survive.
@@ -294,7 +310,7 @@ func TestRestartKeepsPersistentAndRemovesOrphans(t *testing.T) {
 
 	first := startBoxd(t)
 	c := dial(t, first)
-	c.init(t, nil)
+	c.init(t, p.boxInit(nil))
 	_, err := cli.ContainerInspect(ctx, orphan)
 	assert.Error(t, err, "the orphan is removed at start-up")
 	_, err = cli.ContainerInspect(ctx, bystander)
@@ -307,11 +323,13 @@ func TestRestartKeepsPersistentAndRemovesOrphans(t *testing.T) {
 
 	second := startBoxd(t)
 	c2 := dial(t, second)
-	c2.init(t, nil)
+	c2.init(t, p.boxInit(nil))
 	got := c2.ok("box_get_session", map[string]any{"session_id": keep}, ctx1)
 	assert.Equal(t, kinfo["backend_session_id"], got["backend_session_id"], "the persistent session is re-adopted")
 	r := c2.ok("box_exec", spec(keep, map[string]any{"persistent": true, "cmd": "echo again"}), ctx1)
 	assert.Equal(t, "again", r["stdout"])
+	r = c2.ok("box_exec", spec(keep, map[string]any{"persistent": true, "cmd": parentCmdline}), ctx1)
+	p.assertRanThrough(t, r["stdout"])
 	miss := c2.call("box_get_session", map[string]any{"session_id": drop}, ctx1)
 	assert.True(t, strings.HasPrefix(miss.Message, "BoxSessionNotFoundError"), miss.Message)
 	list, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("name", dinfo["backend_session_id"].(string)))})

@@ -1,0 +1,70 @@
+//go:build integration
+
+package conformance
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/agent/agenttest"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/docker"
+)
+
+// TestMain builds boxagent and names it in BOXD_EXEC_AGENT_BINARY, where boxd (in-process
+// here, or the binary TestStdioControl builds) finds it.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "boxagent-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "create a directory for boxagent:", err)
+		os.Exit(1)
+	}
+	bin, err := agenttest.Build(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	os.Setenv(docker.AgentBinaryEnv, bin)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// execPath is one way box_exec reaches a sandbox; the exec suites run on both, and observe
+// the same results.
+type execPath struct {
+	name  string
+	agent bool
+}
+
+var execPaths = []execPath{{"docker exec", false}, {"exec agent", true}}
+
+// boxInit adds the path's `docker` section to a box_init payload.
+func (p execPath) boxInit(extra map[string]any) map[string]any {
+	out := map[string]any{}
+	for k, v := range extra {
+		out[k] = v
+	}
+	if p.agent {
+		out["docker"] = map[string]any{"exec_agent": true}
+	}
+	return out
+}
+
+// parentCmdline is a command printing its parent's command line.
+const parentCmdline = `tr '\0' ' ' < /proc/$PPID/cmdline`
+
+// assertRanThrough checks a parentCmdline result: the agent, or the docker exec path's wrapper.
+func (p execPath) assertRanThrough(t *testing.T, stdout any) {
+	t.Helper()
+	s, _ := stdout.(string)
+	if p.agent {
+		assert.Equal(t, docker.AgentPath, s, "the command ran under the exec agent")
+		return
+	}
+	assert.True(t, strings.HasPrefix(s, "sh -c "), "the command ran under the docker exec wrapper: %q", s)
+}
