@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/admission"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/runtime"
 )
 
@@ -23,6 +24,7 @@ func main() {
 	fs.BoolVar(&stdio, "s", false, "control channel over stdin/stdout (needs LANGBOT_BOX_TRUSTED_INSTANCE_UUID)")
 	fs.BoolVar(&stdio, "stdio-control", false, "same as -s")
 	logFormat := fs.String("log-format", "text", "text or json (logs go to stderr)")
+	auditLog := fs.String("audit-log", "", "append the JSON-lines audit log to this file (0600); default: stdout, or stderr with -s")
 	_ = fs.Parse(os.Args[1:])
 
 	var h slog.Handler = slog.NewTextHandler(os.Stderr, nil)
@@ -38,7 +40,9 @@ func main() {
 		TrustedInstance: os.Getenv("LANGBOT_BOX_TRUSTED_INSTANCE_UUID"),
 		ConfigJSON:      os.Getenv("LANGBOT_BOX_CONFIG"),
 		Scope:           os.Getenv("BOXD_SCOPE"),
-		Stdin:           os.Stdin, Stdout: os.Stdout, Logger: log,
+		Stdin:           os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Logger: log,
+		AuditLog:                *auditLog,
+		UnsafeSoftStorageLimits: admission.UnsafeSoftStorageLimitsEnabled(os.Getenv("LANGBOT_BOX_ALLOW_UNSAFE_SOFT_STORAGE_LIMITS")),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "boxd:", err)

@@ -41,7 +41,9 @@ func TestNormalize(t *testing.T) {
 		check func(t *testing.T, s session.Spec)
 	}{
 		{name: "network on", mut: func(s *session.Spec) { s.Network = "on" }, want: "BoxAdmissionError: Managed sandbox network access is disabled"},
-		{name: "extra mounts", mut: func(s *session.Spec) { s.ExtraMounts = []backend.Mount{{HostPath: "/x", MountPath: "/y", Mode: "none"}} },
+		{name: "extra mounts", mut: func(s *session.Spec) {
+			s.ExtraMounts = []backend.Mount{{HostPath: "/x", MountPath: "/y", Mode: "none"}}
+		},
 			want: "BoxAdmissionError: Managed sandbox additional host mounts are disabled"},
 		{name: "mount path", mut: func(s *session.Spec) { s.MountPath = "/data"; s.Workdir = "/data" }, want: "BoxAdmissionError: Managed sandbox mount_path is runtime-owned"},
 		{name: "workdir", mut: func(s *session.Spec) { s.Workdir = "/workspacex" }, want: "BoxAdmissionError: Managed sandbox workdir must stay under /workspace"},

@@ -131,7 +131,10 @@ func TestReadinessCache(t *testing.T) {
 	f.c.Readiness(ctx)
 	assert.Equal(t, 4, calls, "0 = no cache")
 	assert.Equal(t, "BoxReadinessError: Managed sandbox isolation is not ready (failed checks: required_backend, workspace_mount, namespace_isolation, mount_isolation, network_isolation, hard_workspace_quota, hard_skill_storage_quota, bounded_ephemeral_storage, inode_quota)",
-		func() string { _, err := f.c.Check(ctx, tenancy.Context{Instance: "i", Workspace: "w", Generation: 1}); return err.Error() }())
+		func() string {
+			_, err := f.c.Check(ctx, tenancy.Context{Instance: "i", Workspace: "w", Generation: 1})
+			return err.Error()
+		}())
 }
 
 func TestUnsafeSoftStorageLimitsEnabled(t *testing.T) {

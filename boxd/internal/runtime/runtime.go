@@ -18,6 +18,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/docker/docker/client"
+
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/audit"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/config"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/docker"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/metrics"
@@ -38,7 +41,16 @@ type Options struct {
 	Scope  string
 	Stdin  io.Reader
 	Stdout io.Writer
-	Logger *slog.Logger
+	// Stderr is where the audit log goes by default in stdio mode (stdout carries the
+	// protocol there); nil = no audit log in that case.
+	Stderr io.Writer
+	// AuditLog is a file the audit log is appended to (created 0600). Empty: the audit log
+	// goes to Stdout, or to Stderr in stdio mode; with neither set there is none.
+	AuditLog string
+	// UnsafeSoftStorageLimits is LANGBOT_BOX_ALLOW_UNSAFE_SOFT_STORAGE_LIMITS (grant-enforced
+	// readiness only).
+	UnsafeSoftStorageLimits bool
+	Logger                  *slog.Logger
 	// Ready, when set, receives the listener address once boxd serves.
 	Ready func(addr string)
 }
@@ -90,6 +102,25 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	var srv *server.Server
+	auditW := o.Stdout
+	if o.Stdio {
+		auditW = o.Stderr
+	}
+	if o.AuditLog != "" {
+		f, err := audit.OpenFile(o.AuditLog)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		auditW = f
+	}
+	var aud *audit.Logger
+	if auditW != nil {
+		aud = audit.New(auditW, func() string { return srv.TrustedInstance() }, cfg.Limits.MaxAdmissionRecords)
+	}
+	if o.UnsafeSoftStorageLimits {
+		log.Warn("LANGBOT_BOX_ALLOW_UNSAFE_SOFT_STORAGE_LIMITS is enabled: storage-quota readiness checks pass without hard quotas (only with the required nsjail backend, which boxd does not have)")
+	}
 	be, err := docker.New(ctx, docker.Options{InstanceID: instanceID, Scope: o.Scope, CPULimitEnabled: cfg.CPULimitEnabled, Hardening: cfg.Hardening,
 		AllowedMountRoots: func() []string { return srv.Config().Paths.AllowedMountRoots }, Logger: log,
 		ExecAgent: func() bool { return srv.Config().ExecAgent }, HostRoot: func() string { return srv.Config().Paths.HostRoot },
@@ -105,8 +136,12 @@ func Run(ctx context.Context, o Options) error {
 		ManagedExited:  func() float64 { _, _, n, _, _ := mgr.Counts(); return float64(n) },
 	})
 	mgr.Observer = met
+	if aud != nil {
+		mgr.Events = aud.SessionEvents()
+	}
 	srv = server.New(server.Options{Token: o.Token, TrustedInstance: o.TrustedInstance, Backend: be, Manager: mgr,
-		Config: cfg, Cwd: server.Cwd(), Logger: log, Metrics: met})
+		Config: cfg, Cwd: server.Cwd(), Logger: log, Metrics: met, Audit: aud,
+		CgroupV2: daemonCgroupV2, UnsafeSoftStorageLimits: o.UnsafeSoftStorageLimits})
 
 	if err := be.Available(ctx); err == nil {
 		log.Info("LangBot Box using backend: docker")
@@ -128,6 +163,7 @@ func Run(ctx context.Context, o Options) error {
 	reapCtx, stopReaper := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopReaper()
 	go mgr.RunReaper(reapCtx, session.ReaperPeriod)
+	go srv.Admission().RunReaper(reapCtx, session.ReaperPeriod)
 
 	addr := net.JoinHostPort(o.Host, fmt.Sprint(o.Port))
 	ln, err := net.Listen("tcp", addr)
@@ -159,4 +195,22 @@ func Run(ctx context.Context, o Options) error {
 	mgr.Release(shutdownCtx)
 	log.Info("Box runtime stopped")
 	return nil
+}
+
+// daemonCgroupV2 asks the Docker daemon (DOCKER_HOST, as the backend uses) which cgroup
+// version it runs sandboxes on: the one isolation fact of grant-enforced readiness boxd
+// can establish for Docker (see admission.Controller.Readiness).
+func daemonCgroupV2(ctx context.Context) (bool, error) {
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return false, fmt.Errorf("create docker client: %w", err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	info, err := cli.Info(ctx)
+	if err != nil {
+		return false, fmt.Errorf("docker info: %w", err)
+	}
+	return info.CgroupVersion == "2", nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/admission"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/probe"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/session"
@@ -24,14 +25,14 @@ func (s *Server) registry() map[string]action {
 		return map[string]any{}, st.Chunk(c.data)
 	})
 	s.Register("box_init", hostControl, s.boxInit)
-	s.Register("box_health", hostControl, func(ctx context.Context, _ call) (any, error) { return s.backendInfo(ctx), nil })
+	s.Register("box_health", hostControl, s.boxHealth)
 	s.Register("box_get_backend_info", hostControl, func(ctx context.Context, _ call) (any, error) { return s.backendInfo(ctx), nil })
 	s.Register("box_shutdown", hostControl, func(ctx context.Context, _ call) (any, error) {
 		s.mgr.Shutdown(ctx, false)
 		return map[string]any{}, nil
 	})
-	s.Register("box_upsert_sandbox_admission_grant", hostControl, admissionDisabled)
-	s.Register("box_revoke_sandbox_admission_grant", hostControl, admissionDisabled)
+	s.Register("box_upsert_sandbox_admission_grant", hostControl, s.boxUpsertGrant)
+	s.Register("box_revoke_sandbox_admission_grant", hostControl, s.boxRevokeGrant)
 	s.Register("box_verify_shared_workspace", hostControl, func(_ context.Context, c call) (any, error) {
 		var req struct {
 			Marker any `json:"marker_name"`
@@ -51,10 +52,6 @@ func (s *Server) registry() map[string]action {
 	s.Register("box_stop_managed_process", tenantSandbox, s.boxStopProcess)
 	s.registerSkills()
 	return s.actions
-}
-
-func admissionDisabled(context.Context, call) (any, error) {
-	return nil, rpc.Errorf(rpc.BoxAdmissionError, "Sandbox admission enforcement is not enabled")
 }
 
 func decodeObject(raw json.RawMessage) (map[string]any, error) {
@@ -81,6 +78,7 @@ func (s *Server) boxInit(ctx context.Context, c call) (any, error) {
 	s.cfg = next
 	s.readyAt = timeZero
 	s.mu.Unlock()
+	s.adm.Configure(next.Raw)
 	if cf, ok := s.backend.(Configurable); ok {
 		cf.Configure(next.CPULimitEnabled, next.Hardening)
 	}
@@ -112,17 +110,20 @@ func (s *Server) requireBackend(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) specAndID(c call) (session.Spec, string, error) {
+func (s *Server) specAndID(ctx context.Context, c call) (session.Spec, string, error) {
 	spec, err := session.ParseSpec(c.data)
 	if err != nil {
 		return spec, "", err
+	}
+	if s.adm.Required() {
+		return s.admitted(ctx, c, spec)
 	}
 	phys, err := c.ctx.Physical(spec.SessionID)
 	return spec, phys, err
 }
 
 func (s *Server) boxExec(ctx context.Context, c call) (any, error) {
-	spec, phys, err := s.specAndID(c)
+	spec, phys, err := s.specAndID(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +141,7 @@ func (s *Server) boxExec(ctx context.Context, c call) (any, error) {
 }
 
 func (s *Server) boxCreateSession(ctx context.Context, c call) (any, error) {
-	spec, phys, err := s.specAndID(c)
+	spec, phys, err := s.specAndID(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -181,7 +182,7 @@ func (s *Server) sessionFromData(c call) (*session.Session, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	phys, err := c.ctx.Physical(id)
+	phys, err := s.physical(c, id)
 	if err != nil {
 		return nil, "", err
 	}
@@ -225,7 +226,7 @@ func (s *Server) boxDeleteSession(ctx context.Context, c call) (any, error) {
 		return nil, rpc.Errorf(rpc.KeyError, "'session_id'")
 	}
 	id, _ := raw.(string)
-	phys, err := c.ctx.Physical(id)
+	phys, err := s.physical(c, id)
 	if err != nil {
 		return nil, err
 	}
@@ -246,13 +247,22 @@ func (s *Server) boxStartProcess(ctx context.Context, c call) (any, error) {
 	if !ok {
 		return nil, rpc.Errorf(rpc.KeyError, "'spec'")
 	}
+	phys, err := s.physical(c, id)
+	if err != nil {
+		return nil, err
+	}
 	spec, err := session.ParseProcessSpec(rawSpec)
 	if err != nil {
 		return nil, err
 	}
-	phys, err := c.ctx.Physical(id)
-	if err != nil {
-		return nil, err
+	if s.adm.Required() {
+		g, err := s.adm.Check(ctx, c.ctx)
+		if err != nil {
+			return nil, err
+		}
+		if g.MaxManagedProcesses <= 0 {
+			return nil, rpc.Errorf(rpc.BoxAdmissionError, "%s", admission.MsgNoProcesses)
+		}
 	}
 	p, err := s.mgr.StartProcess(ctx, phys, spec)
 	if err != nil {
@@ -270,7 +280,7 @@ func (s *Server) processFromData(c call) (*session.Session, *session.Process, st
 	if err != nil {
 		return nil, nil, "", err
 	}
-	phys, err := c.ctx.Physical(id)
+	phys, err := s.physical(c, id)
 	if err != nil {
 		return nil, nil, "", err
 	}
@@ -295,7 +305,7 @@ func (s *Server) boxStopProcess(ctx context.Context, c call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	phys, err := c.ctx.Physical(id)
+	phys, err := s.physical(c, id)
 	if err != nil {
 		return nil, err
 	}

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"strings"
 
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/audit"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/session"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/tenancy"
 )
 
@@ -64,6 +66,7 @@ func (s *Server) Dispatch(ctx context.Context, raw []byte) *rpc.Response {
 		}
 	}
 	s.opts.Metrics.RPC(name, class)
+	s.auditRPC(name, req, &resp)
 	return &resp
 }
 
@@ -87,6 +90,7 @@ func (s *Server) dispatch(ctx context.Context, req rpc.Request) rpc.Response {
 		return rpc.Failure(req.SeqID, rpc.Errorf(rpc.ValueError, "Action %s not found", name))
 	}
 	trusted := s.trustedInstance()
+	ctx = audit.WithScope(ctx, audit.Scope{Action: name, Instance: trusted, Workspace: tctx.Workspace})
 	mismatch := rpc.Errorf(rpc.PermissionError, "Box action context does not match the trusted instance")
 	if a.class == hostControl {
 		if hasCtx && tctx.Instance != trusted {
@@ -100,6 +104,12 @@ func (s *Server) dispatch(ctx context.Context, req rpc.Request) rpc.Response {
 	}
 	if tctx.Instance != trusted {
 		return rpc.Failure(req.SeqID, mismatch)
+	}
+	s.audit.Learn(tctx)
+	if a.class == tenantSandbox && s.adm.Required() {
+		if _, err := s.adm.Check(ctx, tctx); err != nil { // §4.4 step 1, before the fence
+			return rpc.Failure(req.SeqID, err)
+		}
 	}
 	out, err := s.fenced(ctx, tctx, func() (any, error) { return a.run(ctx, call{data: req.Data, ctx: tctx}) })
 	if err == nil && a.class == tenantSandbox {
@@ -147,6 +157,6 @@ func (s *Server) retireStale(ctx context.Context, tctx tenancy.Context) {
 		if strings.HasPrefix(sess.Physical, current) && strings.HasPrefix(sess.Physical, tctx.PlacementPrefix()) {
 			continue
 		}
-		_ = s.mgr.Delete(context.WithoutCancel(ctx), sess.Physical)
+		_ = s.mgr.Delete(session.WithDropReason(context.WithoutCancel(ctx), "generation"), sess.Physical)
 	}
 }

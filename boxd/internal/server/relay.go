@@ -10,6 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/admission"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/tenancy"
 )
@@ -42,6 +43,17 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 	if !s.fence.Current(tctx) {
 		unauthorized(w)
 		return
+	}
+	if s.adm.Required() { // §2.6 step 5
+		g, err := s.adm.Check(r.Context(), tctx)
+		if err == nil && g.MaxManagedProcesses <= 0 {
+			err = rpc.Errorf(rpc.BoxAdmissionError, "%s", admission.MsgNoRelay)
+		}
+		if err != nil {
+			e := err.(*rpc.Error)
+			relayError(w, e.Class, e.Text)
+			return
+		}
 	}
 	phys := r.PathValue("session")
 	pid := r.PathValue("process")

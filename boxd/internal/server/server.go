@@ -16,6 +16,8 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/admission"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/audit"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/backend"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/config"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/metrics"
@@ -51,6 +53,13 @@ type Options struct {
 	Cwd             string
 	Logger          *slog.Logger
 	Metrics         *metrics.Metrics
+	// CgroupV2 reports whether the backend's daemon runs on cgroup v2 (grant-enforced
+	// readiness); nil = unknown (reported false).
+	CgroupV2 func(ctx context.Context) (bool, error)
+	// UnsafeSoftStorageLimits is LANGBOT_BOX_ALLOW_UNSAFE_SOFT_STORAGE_LIMITS.
+	UnsafeSoftStorageLimits bool
+	// Audit receives one record per state-changing action; nil = no audit log.
+	Audit *audit.Logger
 }
 
 // Server holds the runtime state shared by connections.
@@ -60,6 +69,8 @@ type Server struct {
 	mgr      *session.Manager
 	backend  backend.Backend
 	fence    *tenancy.Fence
+	adm      *admission.Controller
+	audit    *audit.Logger
 	actions  map[string]action
 	upgrader websocket.Upgrader
 	skills   skillService
@@ -80,6 +91,8 @@ func New(opts Options) *Server {
 		fence: tenancy.NewFence(opts.Config.Limits.MaxAdmissionRecords), trusted: opts.TrustedInstance,
 		cfg: opts.Config, conns: map[*websocket.Conn]struct{}{}}
 	s.upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }, EnableCompression: false}
+	s.adm = s.newAdmission()
+	s.audit = opts.Audit
 	s.actions = s.registry()
 	return s
 }
@@ -130,6 +143,12 @@ func (s *Server) authenticate(r *http.Request, bind bool) (string, bool) {
 	return inst, subtle.ConstantTimeCompare([]byte(inst), []byte(s.trusted)) == 1
 }
 
+// TrustedInstance is the pinned LangBot instance ("" until the first /rpc/ws).
+func (s *Server) TrustedInstance() string { return s.trustedInstance() }
+
+// Admission is the grant-enforced mode controller (its reaper runs in the runtime).
+func (s *Server) Admission() *admission.Controller { return s.adm }
+
 func (s *Server) trustedInstance() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -164,6 +183,9 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 
 // backendInfo probes the backend, cached for readinessCache.
 func (s *Server) backendInfo(ctx context.Context) map[string]any {
+	if s.adm.Required() {
+		return s.grantBackendInfo(ctx)
+	}
 	s.mu.Lock()
 	fresh := time.Since(s.readyAt) < readinessCache
 	ready := s.ready
@@ -215,6 +237,17 @@ func (s *Server) selectBackend(ctx context.Context) bool {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.adm.Required() {
+		rd := s.adm.Readiness(r.Context())
+		body := rd.Map()
+		body["resources"] = s.resources()
+		code := http.StatusOK
+		if !rd.Ready {
+			code = http.StatusServiceUnavailable
+		}
+		writeJSON(w, code, body)
+		return
+	}
 	info := s.backendInfo(r.Context())
 	ready := info["available"] == true
 	body := map[string]any{"ready": ready, "mode": "standard", "backend": info,

@@ -124,7 +124,7 @@ func (m *Manager) Exec(ctx context.Context, physical string, spec Spec) (Result,
 		if out.Stderr == "" {
 			out.Stderr = fmt.Sprintf("Command timed out after %d seconds.", spec.TimeoutSec)
 		}
-		m.drop(ctx, s) // the command may still run in the container: remove it
+		m.drop(WithDropReason(ctx, "exec_timeout"), s) // the command may still run in the container: remove it
 		return out, nil
 	case ctx.Err() != nil:
 		return Result{}, ctx.Err()

@@ -86,10 +86,12 @@ func (noObserver) Capacity(string)                             {}
 type Manager struct {
 	// Observer receives events; set it before use (nil means none).
 	Observer Observer
-	backend  backend.Backend
-	log      *slog.Logger
-	now      func() time.Time
-	limits   func() config.Limits
+	// Events receives the session lifecycle (audit log); set it before use.
+	Events  Events
+	backend backend.Backend
+	log     *slog.Logger
+	now     func() time.Time
+	limits  func() config.Limits
 
 	mu        sync.Mutex
 	sessions  map[string]*Session
@@ -109,7 +111,7 @@ type opLock struct {
 
 // NewManager creates a manager on backend b; limits is read at every decision.
 func NewManager(b backend.Backend, limits func() config.Limits, log *slog.Logger) *Manager {
-	return &Manager{Observer: noObserver{}, backend: b, log: log, now: time.Now, limits: limits,
+	return &Manager{Observer: noObserver{}, Events: noEvents{}, backend: b, log: log, now: time.Now, limits: limits,
 		sessions: map[string]*Session{}, cleanups: map[string]chan struct{}{}, opLocks: map[string]*opLock{}}
 }
 
@@ -167,7 +169,7 @@ func (m *Manager) GetOrCreate(ctx context.Context, physical string, spec Spec) (
 			}
 			if s.mountsKey != spec.mountsKey() {
 				m.log.Info("LangBot Box session extra_mounts changed, recreating: session_id=" + physical)
-				m.drop(ctx, s)
+				m.drop(WithDropReason(ctx, "mounts_changed"), s)
 				continue
 			}
 			if m.backend.Alive(ctx, s.Handle) {
@@ -176,7 +178,7 @@ func (m *Manager) GetOrCreate(ctx context.Context, physical string, spec Spec) (
 				return s, nil
 			}
 			m.log.Warn("LangBot Box session backend disappeared, recreating: session_id=" + physical)
-			m.drop(ctx, s)
+			m.drop(WithDropReason(ctx, "backend_gone"), s)
 			continue
 		}
 		return m.create(ctx, physical, spec)
@@ -200,6 +202,7 @@ func (m *Manager) create(ctx context.Context, physical string, spec Spec) (*Sess
 	m.creating--
 	if err != nil {
 		m.mu.Unlock()
+		m.Events.SessionCreated(ctx, physical, spec, "", backendError(err))
 		return nil, backendError(err)
 	}
 	now := m.now()
@@ -211,6 +214,7 @@ func (m *Manager) create(ctx context.Context, physical string, spec Spec) (*Sess
 	}
 	m.sessions[physical] = s
 	m.mu.Unlock()
+	m.Events.SessionCreated(ctx, physical, spec, h.ID, nil)
 	hp := "None"
 	if spec.HostPath != nil {
 		hp = *spec.HostPath
@@ -255,7 +259,7 @@ func (m *Manager) Release(ctx context.Context) {
 	}
 	m.mu.Unlock()
 	for _, s := range drop {
-		m.drop(ctx, s)
+		m.drop(WithDropReason(ctx, "shutdown"), s)
 	}
 }
 
@@ -401,6 +405,7 @@ func (m *Manager) drop(ctx context.Context, s *Session) {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
+	m.Events.SessionDropped(ctx, s.Physical, s.Handle.ID, DropReason(ctx))
 
 	cctx := context.WithoutCancel(ctx)
 	s.lock.Lock()
@@ -443,7 +448,7 @@ func (m *Manager) Reap(ctx context.Context) {
 	}
 	m.mu.Unlock()
 	for _, s := range idle {
-		m.drop(ctx, s)
+		m.drop(WithDropReason(ctx, "ttl"), s)
 	}
 	m.reapCompleted(now)
 }
@@ -479,7 +484,7 @@ func (m *Manager) Shutdown(ctx context.Context, stopAccepting bool) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			m.drop(ctx, s)
+			m.drop(WithDropReason(ctx, "shutdown"), s)
 		}()
 	}
 	wg.Wait()

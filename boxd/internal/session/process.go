@@ -216,7 +216,9 @@ func (m *Manager) watch(s *Session, p *Process) {
 		code = -15
 	}
 	p.exited, p.exitCode, p.exitedAt = true, code, m.now()
+	stopped := p.stopped
 	p.mu.Unlock()
+	m.Events.ProcessExited(p.Session, p.Spec.ProcessID, code, stopped)
 	close(p.done)
 	m.mu.Lock()
 	m.processes--

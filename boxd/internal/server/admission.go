@@ -1,0 +1,175 @@
+package server
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/admission"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/config"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/mounts"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/session"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/tenancy"
+)
+
+// newAdmission builds the grant-enforced mode controller and applies the start-up config.
+func (s *Server) newAdmission() *admission.Controller {
+	a := admission.New(admission.Options{
+		Sessions:   s,
+		MaxRecords: func() int { return s.Limits().MaxAdmissionRecords },
+		Logger:     s.log,
+		Probes: admission.Probes{
+			BackendName:             s.backend.Info().Name,
+			BackendAvailable:        func(ctx context.Context) bool { return s.backend.Available(ctx) == nil },
+			CgroupV2:                s.opts.CgroupV2,
+			Paths:                   func() config.Paths { return s.Config().Paths },
+			UnsafeSoftStorageLimits: s.opts.UnsafeSoftStorageLimits,
+		},
+	})
+	a.Configure(s.opts.Config.Raw)
+	return a
+}
+
+// DropWorkspace drops the workspace's sessions of every generation except keep (admission
+// changes, §7.5.2).
+func (s *Server) DropWorkspace(ctx context.Context, k admission.Key, keep string) {
+	ctx = session.WithDropReason(ctx, "admission")
+	for _, sess := range s.mgr.List(tenancy.Namespace(k.Instance, k.Workspace) + "-") {
+		if sess.Physical != keep {
+			_ = s.mgr.Delete(ctx, sess.Physical)
+		}
+	}
+}
+
+func (s *Server) boxUpsertGrant(ctx context.Context, c call) (any, error) {
+	g, err := admission.ParseGrantRPC(c.data)
+	if err != nil {
+		return nil, err
+	}
+	if g.Instance != s.trustedInstance() {
+		return nil, rpc.Errorf(rpc.PermissionError, "%s", admission.MsgGrantMismatch)
+	}
+	receipt, err := s.adm.Upsert(ctx, g)
+	if err != nil {
+		return nil, err
+	}
+	gctx := tenancy.Context{Instance: g.Instance, Workspace: g.Workspace, Generation: g.ExecutionGeneration}
+	if err := s.fence.Observe(gctx); err != nil {
+		return nil, err
+	}
+	return receipt, nil
+}
+
+func (s *Server) boxRevokeGrant(ctx context.Context, c call) (any, error) {
+	r, err := admission.ParseRevocationRPC(c.data)
+	if err != nil {
+		return nil, err
+	}
+	if r.Instance != s.trustedInstance() {
+		return nil, rpc.Errorf(rpc.PermissionError, "%s", admission.MsgRevokeMismatch)
+	}
+	return s.adm.Revoke(ctx, r)
+}
+
+// boxHealth: standard mode = backend info; grant-enforced = the readiness, or an error
+// when not ready (the reference's lower-case message).
+func (s *Server) boxHealth(ctx context.Context, _ call) (any, error) {
+	if !s.adm.Required() {
+		return s.backendInfo(ctx), nil
+	}
+	r := s.adm.Readiness(ctx)
+	if !r.Ready {
+		return nil, rpc.Errorf(rpc.BoxReadinessError, "managed sandbox isolation is not ready")
+	}
+	return r.Map(), nil
+}
+
+// grantBackendInfo is box_get_backend_info / box_status.backend in grant-enforced mode.
+func (s *Server) grantBackendInfo(ctx context.Context) map[string]any {
+	r := s.adm.Readiness(ctx)
+	m := r.Map()
+	return map[string]any{"name": m["backend"].(map[string]any)["name"], "available": r.Ready, "readiness": m}
+}
+
+// physical maps a logical session id of get/delete/process actions to its physical id;
+// in grant-enforced mode only the policy's logical id is accepted.
+func (s *Server) physical(c call, logical string) (string, error) {
+	if s.adm.Required() {
+		p, _ := s.adm.Policy()
+		id, err := admission.LogicalSession(p, logical)
+		if err != nil {
+			return "", err
+		}
+		logical = id
+	}
+	return c.ctx.Physical(logical)
+}
+
+// admitted normalises an exec/create spec in grant-enforced mode and applies the
+// workspace's session cap (§7.5.4).
+func (s *Server) admitted(ctx context.Context, c call, spec session.Spec) (session.Spec, string, error) {
+	g, err := s.adm.Check(ctx, c.ctx)
+	if err != nil {
+		return spec, "", err
+	}
+	policy, _ := s.adm.Policy()
+	paths := s.Config().Paths
+	out, phys, err := admission.Normalize(spec, admission.NormalizeInput{
+		Policy: policy, Context: c.ctx, Resolve: mounts.Resolve,
+		TenantDir: func() (string, error) { return tenantDir(paths, c.ctx) },
+		SkillRoot: func(name string) (string, error) { return skillRoot(paths, c.ctx, name) },
+	})
+	if err != nil {
+		return spec, "", err
+	}
+	existing := s.mgr.List(c.ctx.WorkspacePrefix())
+	_, getErr := s.mgr.Get(phys)
+	if err := admission.SessionCap(g, len(existing), getErr == nil); err != nil {
+		return spec, "", err
+	}
+	return out, phys, nil
+}
+
+// tenantDir is <default_workspace>/tenants/<NS>, created, and checked not to escape.
+func tenantDir(p config.Paths, tctx tenancy.Context) (string, error) {
+	root, err := admission.ManagedWorkspaceRoot(p)
+	if err != nil {
+		return "", err
+	}
+	tenants := filepath.Join(root, "tenants")
+	if err := os.MkdirAll(tenants, 0o755); err != nil {
+		return "", rpc.Errorf(rpc.BoxAdmissionError, "Managed sandbox tenant directory escapes the configured workspace")
+	}
+	resolved := mounts.Resolve(tenants)
+	if !mounts.Within(resolved, root) {
+		return "", rpc.Errorf(rpc.BoxAdmissionError, "Managed sandbox tenant directory escapes the configured workspace")
+	}
+	dir := mounts.Resolve(filepath.Join(resolved, tctx.Namespace()))
+	if !mounts.Within(dir, resolved) || dir == resolved {
+		return "", rpc.Errorf(rpc.BoxAdmissionError, "Managed sandbox Workspace path escapes its tenant directory")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", rpc.Errorf(rpc.BoxAdmissionError, "Managed sandbox Workspace path escapes its tenant directory")
+	}
+	return dir, nil
+}
+
+// skillRoot resolves a skill package of the tenant store (<skills_root>/tenants/<NS>/<name>,
+// a directory with SKILL.md or skill.md, not escaping the store).
+func skillRoot(p config.Paths, tctx tenancy.Context, name string) (string, error) {
+	if p.SkillsRoot == "" {
+		return "", os.ErrNotExist
+	}
+	store := mounts.Resolve(filepath.Join(p.SkillsRoot, "tenants", tctx.Namespace()))
+	dir := mounts.Resolve(filepath.Join(store, name))
+	if !mounts.Within(dir, store) || dir == store {
+		return "", os.ErrNotExist
+	}
+	for _, entry := range []string{"SKILL.md", "skill.md"} {
+		if st, err := os.Stat(filepath.Join(dir, entry)); err == nil && st.Mode().IsRegular() {
+			return dir, nil
+		}
+	}
+	return "", os.ErrNotExist
+}

@@ -1,0 +1,189 @@
+//go:build integration
+
+package conformance
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/runtime"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/tenancy"
+)
+
+// startBoxdWith is startBoxd with extra options (here: the audit log file).
+func startBoxdWith(t *testing.T, mut func(o *runtime.Options)) *boxd {
+	t.Helper()
+	require.NotEmpty(t, os.Getenv("DOCKER_HOST"), "run `eval \"$(bash hack/docker.sh env)\"` (ci/30-boxd.sh does)")
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	o := runtime.Options{Host: "127.0.0.1", Port: 0, Token: token,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Ready: func(a string) { ready <- a }}
+	mut(&o)
+	go func() { done <- runtime.Run(ctx, o) }()
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("boxd did not start: %v", err)
+	}
+	var once sync.Once
+	b := &boxd{addr: addr, stop: func() {
+		once.Do(func() {
+			cancel()
+			require.NoError(t, <-done)
+		})
+	}}
+	t.Cleanup(b.stop)
+	return b
+}
+
+func sha(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+func TestAuditLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	b := startBoxdWith(t, func(o *runtime.Options) { o.AuditLog = path })
+	c := dial(t, b)
+	c.init(t, nil)
+
+	sid := uniq("audited")
+	envSecret, procSecret := uniq("env-secret-value"), uniq("proc-secret-value")
+	cmd := "printf %s " + uniq("cmd-marker")
+	procArg := uniq("proc-marker")
+	env := map[string]any{"API_KEY": envSecret}
+	info := c.ok("box_create_session", spec(sid, map[string]any{"env": env, "read_only_rootfs": false}), ctx1)
+	r := c.ok("box_exec", spec(sid, map[string]any{"env": env, "read_only_rootfs": false, "cmd": cmd + " \"$API_KEY\""}), ctx1)
+	require.Equal(t, float64(0), r["exit_code"])
+	p := c.ok("box_start_managed_process", map[string]any{"session_id": sid, "spec": map[string]any{
+		"process_id": "srv1", "command": "sh", "args": []any{"-c", "cat # " + procArg}, "env": map[string]any{"PROC_SECRET": procSecret}}}, ctx1)
+	require.Equal(t, "running", p["status"])
+	c.ok("box_stop_managed_process", map[string]any{"session_id": sid, "process_id": "srv1"}, ctx1)
+	c.ok("box_delete_session", map[string]any{"session_id": sid}, ctx1)
+	miss := c.call("box_delete_session", map[string]any{"session_id": sid}, ctx1)
+	require.Equal(t, 1, miss.Code)
+	c.ok("box_shutdown", map[string]any{}, nil)
+
+	// /metrics agrees with the audit log on what was executed.
+	resp, err := http.Get("http://" + b.addr + "/metrics")
+	require.NoError(t, err)
+	metrics, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.Contains(t, string(metrics), `boxd_rpc_requests_total{action="box_exec",error_class=""} 1`)
+	b.stop()
+
+	raw, err := os.ReadFile(path)
+	require.NoError(t, err)
+	st, err := os.Stat(path)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+	for _, secret := range []string{token, envSecret, procSecret, cmd, procArg} {
+		assert.NotContains(t, string(raw), secret, "the audit log must not contain %q", secret)
+	}
+
+	var records []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	for sc.Scan() {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &m), sc.Text())
+		records = append(records, m)
+	}
+	find := func(event string, match func(m map[string]any) bool) map[string]any {
+		t.Helper()
+		var found []map[string]any
+		for _, m := range records {
+			if m["event"] == event && (match == nil || match(m)) {
+				found = append(found, m)
+			}
+		}
+		require.Len(t, found, 1, "one %s record in\n%s", event, raw)
+		return found[0]
+	}
+	details := func(m map[string]any) map[string]any { d, _ := m["details"].(map[string]any); return d }
+	ns := tenancy.Namespace(instance, workspace)
+	phys := physicalID(sid)
+	tenant := func(m map[string]any, outcome string) {
+		t.Helper()
+		assert.NotEmpty(t, m["time"])
+		assert.Equal(t, instance, m["instance"], m["event"])
+		assert.Equal(t, workspace, m["workspace"], m["event"])
+		assert.Equal(t, ns, m["namespace"], m["event"])
+		assert.Equal(t, sid, m["session_id"], m["event"])
+		assert.Equal(t, phys, m["physical_id"], m["event"])
+		assert.Equal(t, outcome, m["outcome"], m["event"])
+	}
+
+	init := find("box_init", nil)
+	assert.Equal(t, "ok", init["outcome"])
+	assert.Equal(t, instance, init["instance"])
+	assert.Contains(t, details(init)["sections"], "local")
+
+	tenant(find("box_create_session", nil), "ok")
+	created := find("session.create", nil)
+	tenant(created, "ok")
+	assert.Equal(t, "box_create_session", created["action"])
+	assert.Equal(t, info["backend_session_id"], details(created)["backend_session_id"])
+
+	exec := find("box_exec", nil)
+	tenant(exec, "ok")
+	d := details(exec)
+	assert.Equal(t, sha(cmd+" \"$API_KEY\""), d["cmd_sha256"])
+	assert.Equal(t, float64(0), d["exit_code"])
+	assert.Equal(t, false, d["timed_out"])
+	assert.Equal(t, "completed", d["status"])
+	assert.Equal(t, r["duration_ms"], d["duration_ms"])
+	assert.Equal(t, float64(1), d["env_count"])
+
+	start := find("box_start_managed_process", nil)
+	tenant(start, "ok")
+	assert.Equal(t, "srv1", details(start)["process_id"])
+	assert.Equal(t, sha("sh\x00-c\x00cat # "+procArg), details(start)["command_sha256"])
+	assert.Equal(t, "running", details(start)["status"])
+	stop := find("box_stop_managed_process", nil)
+	tenant(stop, "ok")
+	assert.Equal(t, "srv1", details(stop)["process_id"])
+	exit := find("process.exit", nil)
+	tenant(exit, "ok")
+	assert.Equal(t, "srv1", details(exit)["process_id"])
+	assert.Equal(t, true, details(exit)["stopped"])
+
+	tenant(find("box_delete_session", func(m map[string]any) bool { return m["outcome"] == "ok" }), "ok")
+	tenant(find("box_delete_session", func(m map[string]any) bool { return m["outcome"] != "ok" }), "BoxSessionNotFoundError")
+	deleted := find("session.delete", nil)
+	tenant(deleted, "ok")
+	assert.Equal(t, "delete", details(deleted)["reason"])
+	assert.Equal(t, "box_delete_session", deleted["action"])
+
+	shutdown := find("box_shutdown", nil)
+	assert.Equal(t, "ok", shutdown["outcome"])
+	assert.Equal(t, instance, shutdown["instance"])
+	assert.Equal(t, 1, countEvents(records, "box_exec"), "one exec, as /metrics says")
+}
+
+func countEvents(records []map[string]any, event string) int {
+	n := 0
+	for _, m := range records {
+		if m["event"] == event {
+			n++
+		}
+	}
+	return n
+}
