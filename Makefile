@@ -54,6 +54,10 @@ docker-down: ## stop the private Docker Engine
 image: ## build the boxd image FROM scratch against the private Docker Engine
 	bash hack/image.sh
 
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
+	bash hack/fuzz.sh $(FUZZTIME)
+
 .PHONY: bench
 bench: ## boxd vs raw Docker API benchmark tables
 	bash hack/bench.sh

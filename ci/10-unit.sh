@@ -11,4 +11,6 @@ rc=$?
 set -e
 # Human-readable output from the JSON stream, and the counts for ci/test.sh's summary.
 go run ./hack/gotestsum-lite < "$report"
-exit $rc
+[ $rc -eq 0 ] || exit $rc
+# A short fuzzing pass of every fuzz target (the seed corpora already ran above).
+bash hack/fuzz.sh 10s
