@@ -118,7 +118,13 @@ func (s *Server) admitted(ctx context.Context, c call, spec session.Spec) (sessi
 	out, phys, err := admission.Normalize(spec, admission.NormalizeInput{
 		Policy: policy, Context: c.ctx, Resolve: mounts.Resolve,
 		TenantDir: func() (string, error) { return tenantDir(paths, c.ctx) },
-		SkillRoot: func(name string) (string, error) { return skillRoot(paths, c.ctx, name) },
+		SkillRoot: func(name string) (string, error) {
+			st, err := s.skillStore(c)
+			if err != nil {
+				return "", err
+			}
+			return st.ResolvePackageRoot(name)
+		},
 	})
 	if err != nil {
 		return spec, "", err
@@ -153,23 +159,4 @@ func tenantDir(p config.Paths, tctx tenancy.Context) (string, error) {
 		return "", rpc.Errorf(rpc.BoxAdmissionError, "Managed sandbox Workspace path escapes its tenant directory")
 	}
 	return dir, nil
-}
-
-// skillRoot resolves a skill package of the tenant store (<skills_root>/tenants/<NS>/<name>,
-// a directory with SKILL.md or skill.md, not escaping the store).
-func skillRoot(p config.Paths, tctx tenancy.Context, name string) (string, error) {
-	if p.SkillsRoot == "" {
-		return "", os.ErrNotExist
-	}
-	store := mounts.Resolve(filepath.Join(p.SkillsRoot, "tenants", tctx.Namespace()))
-	dir := mounts.Resolve(filepath.Join(store, name))
-	if !mounts.Within(dir, store) || dir == store {
-		return "", os.ErrNotExist
-	}
-	for _, entry := range []string{"SKILL.md", "skill.md"} {
-		if st, err := os.Stat(filepath.Join(dir, entry)); err == nil && st.Mode().IsRegular() {
-			return dir, nil
-		}
-	}
-	return "", os.ErrNotExist
 }

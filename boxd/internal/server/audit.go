@@ -139,7 +139,12 @@ func (s *Server) auditRPC(name string, req rpc.Request, resp *rpc.Response) {
 	var out map[string]any
 	class := ""
 	if resp.Code == 0 {
-		out, _ = resp.Data.(map[string]any)
+		var isMap bool
+		if out, isMap = resp.Data.(map[string]any); !isMap { // typed results (skills): via JSON
+			if b, err := json.Marshal(resp.Data); err == nil {
+				_ = json.Unmarshal(b, &out)
+			}
+		}
 	} else {
 		class, _, _ = strings.Cut(resp.Message, ":")
 		if strings.Contains(class, " ") {

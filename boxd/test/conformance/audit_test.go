@@ -81,6 +81,15 @@ func TestAuditLog(t *testing.T) {
 	require.Equal(t, 1, miss.Code)
 	c.ok("box_shutdown", map[string]any{}, nil)
 
+	// Skill changes: the name and outcome are recorded, never instructions or contents.
+	instructions, content := uniq("skill-instructions-secret"), uniq("skill-file-content-secret")
+	skill := uniq("auditskill")
+	c.ok("box_create_skill", map[string]any{"skill": map[string]any{"name": skill, "description": "d", "instructions": instructions}}, ctx1)
+	c.ok("box_write_skill_file", map[string]any{"name": skill, "path": "notes.txt", "content": content}, ctx1)
+	bad := c.call("box_create_skill", map[string]any{"skill": map[string]any{"name": skill}}, ctx1)
+	require.Equal(t, 1, bad.Code)
+	c.ok("box_delete_skill", map[string]any{"name": skill}, ctx1)
+
 	// /metrics agrees with the audit log on what was executed.
 	resp, err := http.Get("http://" + b.addr + "/metrics")
 	require.NoError(t, err)
@@ -95,7 +104,7 @@ func TestAuditLog(t *testing.T) {
 	st, err := os.Stat(path)
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o600), st.Mode().Perm())
-	for _, secret := range []string{token, envSecret, procSecret, cmd, procArg} {
+	for _, secret := range []string{token, envSecret, procSecret, cmd, procArg, instructions, content} {
 		assert.NotContains(t, string(raw), secret, "the audit log must not contain %q", secret)
 	}
 
@@ -176,6 +185,21 @@ func TestAuditLog(t *testing.T) {
 	assert.Equal(t, "ok", shutdown["outcome"])
 	assert.Equal(t, instance, shutdown["instance"])
 	assert.Equal(t, 1, countEvents(records, "box_exec"), "one exec, as /metrics says")
+
+	skillRecord := func(event, outcome string) map[string]any {
+		m := find(event, func(m map[string]any) bool { return m["outcome"] == outcome })
+		assert.Equal(t, instance, m["instance"])
+		assert.Equal(t, workspace, m["workspace"])
+		assert.Equal(t, ns, m["namespace"])
+		assert.Equal(t, skill, details(m)["skill"], event)
+		return m
+	}
+	skillRecord("box_create_skill", "ok")
+	skillRecord("box_create_skill", "BoxValidationError")
+	w := skillRecord("box_write_skill_file", "ok")
+	assert.Equal(t, "notes.txt", details(w)["path"])
+	assert.Equal(t, float64(len(content)), details(w)["bytes_written"])
+	skillRecord("box_delete_skill", "ok")
 }
 
 func countEvents(records []map[string]any, event string) int {
