@@ -102,18 +102,11 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	var srv *server.Server
-	auditW := o.Stdout
-	if o.Stdio {
-		auditW = o.Stderr
+	auditW, closeAudit, err := auditDestination(o)
+	if err != nil {
+		return err
 	}
-	if o.AuditLog != "" {
-		f, err := audit.OpenFile(o.AuditLog)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		auditW = f
-	}
+	defer closeAudit()
 	var aud *audit.Logger
 	if auditW != nil {
 		aud = audit.New(auditW, func() string { return srv.TrustedInstance() }, cfg.Limits.MaxAdmissionRecords)
@@ -213,4 +206,21 @@ func daemonCgroupV2(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("docker info: %w", err)
 	}
 	return info.CgroupVersion == "2", nil
+}
+
+// auditDestination picks where the audit log goes: the --audit-log file (append, 0600), else
+// stdout, except in stdio mode where stdout carries the protocol and stderr is used. A nil
+// writer means no audit log.
+func auditDestination(o Options) (io.Writer, func(), error) {
+	if o.AuditLog != "" {
+		f, err := audit.OpenFile(o.AuditLog)
+		if err != nil {
+			return nil, nil, err
+		}
+		return f, func() { _ = f.Close() }, nil
+	}
+	if o.Stdio {
+		return o.Stderr, func() {}, nil
+	}
+	return o.Stdout, func() {}, nil
 }

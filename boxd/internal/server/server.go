@@ -33,7 +33,6 @@ const (
 	HeaderGeneration = "X-LangBot-Placement-Generation"
 	maxMessage       = 16 << 20
 	maxInFlight      = 128
-	readinessCache   = 15 * time.Second
 )
 
 var instancePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
@@ -181,13 +180,15 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"live": true, "resources": s.resources()})
 }
 
-// backendInfo probes the backend, cached for readinessCache.
+// backendInfo probes the backend, cached for admission.readiness_cache_sec (15 s by
+// default; the reference uses it in standard mode too, §2.4).
 func (s *Server) backendInfo(ctx context.Context) map[string]any {
 	if s.adm.Required() {
 		return s.grantBackendInfo(ctx)
 	}
 	s.mu.Lock()
-	fresh := time.Since(s.readyAt) < readinessCache
+	policy, _ := s.adm.Policy()
+	fresh := time.Since(s.readyAt) < time.Duration(policy.ReadinessCacheSec)*time.Second
 	ready := s.ready
 	s.mu.Unlock()
 	if !fresh {

@@ -60,7 +60,9 @@ func sha(s string) string {
 
 func TestAuditLog(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.log")
-	b := startBoxdWith(t, func(o *runtime.Options) { o.AuditLog = path })
+	// Its own scope: another suite's boxd starting on the same engine (orphan cleanup)
+	// must not remove this test's sandbox and add records the test does not expect.
+	b := startBoxdWith(t, func(o *runtime.Options) { o.AuditLog, o.Scope = path, uniq("audit") })
 	c := dial(t, b)
 	c.init(t, nil)
 
@@ -71,7 +73,7 @@ func TestAuditLog(t *testing.T) {
 	env := map[string]any{"API_KEY": envSecret}
 	info := c.ok("box_create_session", spec(sid, map[string]any{"env": env, "read_only_rootfs": false}), ctx1)
 	r := c.ok("box_exec", spec(sid, map[string]any{"env": env, "read_only_rootfs": false, "cmd": cmd + " \"$API_KEY\""}), ctx1)
-	require.Equal(t, float64(0), r["exit_code"])
+	require.Equal(t, float64(0), r["exit_code"], "%v", r)
 	p := c.ok("box_start_managed_process", map[string]any{"session_id": sid, "spec": map[string]any{
 		"process_id": "srv1", "command": "sh", "args": []any{"-c", "cat # " + procArg}, "env": map[string]any{"PROC_SECRET": procSecret}}}, ctx1)
 	require.Equal(t, "running", p["status"])
