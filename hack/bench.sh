@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# boxd next to the raw Docker Engine API, in one interleaved run on the private engine.
+# boxd (docker exec path and exec agent path) next to the raw Docker Engine API, in one
+# interleaved run on the private engine.
 # Prints markdown tables; the JSON goes to .cache/bench/<time>.json for `make bench-compare`.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
@@ -8,4 +9,6 @@ eval "$(bash hack/docker.sh env)"
 bash hack/image.sh >/dev/null 2>&1 || true
 mkdir -p "$STATE_DIR/bench"
 CGO_ENABLED=0 go build -o "$STATE_DIR/bench/boxd" ./boxd/cmd/boxd
+# boxd finds the exec agent next to its binary (the "boxd agent" rows).
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$STATE_DIR/bench/boxagent" ./boxd/cmd/boxagent
 go run ./boxd/cmd/boxbench run --boxd "$STATE_DIR/bench/boxd" --json "$STATE_DIR/bench/$(date +%Y%m%d-%H%M%S).json" "$@"

@@ -9,7 +9,9 @@
 # Smoke test: the image runs boxd in stdio mode (-s) with the engine's socket mounted, as the
 # chart does; over stdin it gets box_health, box_init and a box_exec that creates a sandbox
 # through the socket and writes into a host workspace mounted at the same path in boxd and in
-# the sandbox. The reply and the file on the host are checked.
+# the sandbox. The reply and the file on the host are checked. box_init turns the exec agent
+# on (docker.exec_agent): boxd copies /boxagent under the shared host root and the sandbox
+# runs the commands through it, which a last box_exec checks.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 IMAGE="${BOXD_IMAGE:-ghcr.io/langbot-k8s/boxd:0.1.0}"
@@ -21,6 +23,8 @@ build() {
   ctx="$(mktemp -d)"
   trap 'rm -rf "$ctx"' RETURN
   CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "-s -w" -o "$ctx/boxd" ./boxd/cmd/boxd
+  # The in-sandbox exec agent (box.docker.exec_agent): boxd finds it next to itself.
+  CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "-s -w" -o "$ctx/boxagent" ./boxd/cmd/boxagent
   mkdir -p "$ctx/tmp"
   chmod 1777 "$ctx/tmp"
   cp boxd/Dockerfile "$ctx/Dockerfile"
@@ -43,8 +47,9 @@ smoke() {
   # sharing the engine.
   out="$(printf '%s\n' \
     '{"seq_id":1,"action":"box_health","data":{}}' \
-    '{"seq_id":2,"action":"box_init","data":{"backend":"local","local":{"host_root":"'"$ws"'","allowed_mount_roots":["'"$ws"'"]}}}' \
-    '{"seq_id":3,"action":"box_exec","data":{"session_id":"smoke","image":"'"$SANDBOX_IMAGE"'","host_path":"'"$ws"'/default","cmd":"echo from-sandbox > /workspace/out && cat /workspace/out","timeout_sec":60},"context":'"$ctx"'}' |
+    '{"seq_id":2,"action":"box_init","data":{"backend":"local","local":{"host_root":"'"$ws"'","allowed_mount_roots":["'"$ws"'"]},"docker":{"exec_agent":true}}}' \
+    '{"seq_id":3,"action":"box_exec","data":{"session_id":"smoke","image":"'"$SANDBOX_IMAGE"'","host_path":"'"$ws"'/default","cmd":"echo from-sandbox > /workspace/out && cat /workspace/out","timeout_sec":60},"context":'"$ctx"'}' \
+    '{"seq_id":4,"action":"box_exec","data":{"session_id":"smoke","image":"'"$SANDBOX_IMAGE"'","host_path":"'"$ws"'/default","cmd":"tr '"'\\\\0'"' '"' '"' < /proc/$PPID/cmdline","timeout_sec":60},"context":'"$ctx"'}' |
     timeout 120 docker run -i --rm --network none \
       -e LANGBOT_BOX_TRUSTED_INSTANCE_UUID=image-smoke -e BOXD_SCOPE="image-smoke-$$" \
       -v "$sock:/var/run/docker.sock" -v "$ws:$ws" "$IMAGE" -s 2>"$ws.log")" || {
@@ -53,7 +58,8 @@ smoke() {
   grep -q '"seq_id":1,"code":0,.*"available":true' <<<"$out" || die "$IMAGE: box_health did not report the engine available: $out"
   grep -q '"seq_id":3,"code":0,.*"stdout":"from-sandbox"' <<<"$out" || die "$IMAGE: box_exec through the socket failed: $out"
   [ "$(cat "$ws/default/out")" = "from-sandbox" ] || die "$IMAGE: the sandbox's file is not in the host workspace"
-  log "$IMAGE: stdio RPC, sandbox through the mounted socket, shared host workspace: ok"
+  grep -q '"seq_id":4,"code":0,.*"stdout":"/.boxd-agent"' <<<"$out" || die "$IMAGE: box_exec did not run through the exec agent: $out"
+  log "$IMAGE: stdio RPC, sandbox through the mounted socket, shared host workspace, exec agent: ok"
 }
 
 bash hack/docker.sh up >/dev/null

@@ -23,7 +23,8 @@ func main() {
 	case "run":
 		fs := flag.NewFlagSet("run", flag.ExitOnError)
 		var o bench.Options
-		fs.StringVar(&o.BoxdBinary, "boxd", "", "boxd binary")
+		fs.StringVar(&o.BoxdBinary, "boxd", "", "boxd binary (with boxagent next to it)")
+		fs.StringVar(&o.BoxdLog, "boxd-log", "", "write boxd's log to this file")
 		fs.StringVar(&o.Image, "image", "langbot-k8s/sandbox:local", "sandbox image")
 		fs.StringVar(&o.BoxdImage, "boxd-image", "ghcr.io/langbot-k8s/boxd:0.1.0", "boxd image to report the size of")
 		fs.IntVar(&o.N, "n", 20, "samples per workload")

@@ -13,7 +13,7 @@ import (
 // Series is the samples of one workload measured one way.
 type Series struct {
 	Workload string    `json:"workload"`
-	Way      string    `json:"way"` // raw | boxd
+	Way      string    `json:"way"` // raw | boxd | boxd agent
 	Samples  []float64 `json:"samples_ms"`
 }
 
@@ -64,19 +64,23 @@ func (r Report) Markdown(w io.Writer) {
 	}
 	for _, wl := range order {
 		fmt.Fprintf(w, "### %s (ms)\n\n| way | n | min | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|---|\n", wl)
-		var raw, boxd Stats
+		var raw Stats
+		var others []Series
 		for _, s := range byWorkload[wl] {
 			st := s.Compute()
 			fmt.Fprintf(w, "| %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f |\n", s.Way, st.N, st.Min, st.P50, st.P90, st.P99, st.Max)
-			switch s.Way {
-			case "raw":
+			if s.Way == "raw" {
 				raw = st
-			case "boxd":
-				boxd = st
+			} else {
+				others = append(others, s)
 			}
 		}
-		if raw.N > 0 && boxd.N > 0 {
-			fmt.Fprintf(w, "\nboxd / raw: p50 %.2fx, p99 %.2fx\n", boxd.P50/raw.P50, boxd.P99/raw.P99)
+		if raw.N > 0 && len(others) > 0 {
+			fmt.Fprintln(w)
+			for _, s := range others {
+				st := s.Compute()
+				fmt.Fprintf(w, "%s / raw: p50 %.2fx, p99 %.2fx  \n", s.Way, st.P50/raw.P50, st.P99/raw.P99)
+			}
 		}
 		fmt.Fprintln(w)
 	}

@@ -111,6 +111,22 @@ type agentSession struct {
 type agentConn struct {
 	client *agent.Client
 	att    types.HijackedResponse
+	execID string
+	stderr *boundedBuffer
+}
+
+// ended describes how the agent's exec ended, for the log.
+func (b *Backend) ended(ctx context.Context, c *agentConn) string {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	msg := fmt.Sprint(c.client.Err())
+	if ins, err := b.cli.ContainerExecInspect(ctx, c.execID); err == nil {
+		msg += fmt.Sprintf(" (agent exec running=%v exit code %d)", ins.Running, ins.ExitCode)
+	}
+	if s := c.stderr.String(); s != "" {
+		msg += " (agent stderr: " + Collapse(s) + ")"
+	}
+	return msg
 }
 
 func (c *agentConn) close() { c.att.Close() }
@@ -254,10 +270,22 @@ func (b *Backend) closeAgents() {
 	}
 }
 
+// agentConnected reports whether the sandbox's agent connection is up.
+func (b *Backend) agentConnected(h backend.Handle) bool {
+	b.ag.mu.Lock()
+	st := b.ag.sessions[h.ID]
+	b.ag.mu.Unlock()
+	if st == nil || !st.mounted || !st.mu.TryLock() {
+		return false
+	}
+	defer st.mu.Unlock()
+	return st.conn != nil && st.conn.client.Err() == nil
+}
+
 // agentFor returns a connected agent client for the sandbox, or nil when Exec has to use the
 // Engine API path. A sandbox this backend did not start (re-adopted after a restart) is tried
 // once.
-func (b *Backend) agentFor(ctx context.Context, h backend.Handle) *agent.Client {
+func (b *Backend) agentFor(ctx context.Context, h backend.Handle) *agentConn {
 	b.ag.mu.Lock()
 	st := b.ag.sessions[h.ID]
 	if st == nil {
@@ -274,11 +302,11 @@ func (b *Backend) agentFor(ctx context.Context, h backend.Handle) *agent.Client 
 		select {
 		case <-st.conn.client.Done():
 			// The agent or its exec ended (it should not): start another one.
-			b.log.Warn(fmt.Sprintf("LangBot Box exec agent connection lost: container=%s: %v", h.ID, st.conn.client.Err()))
+			b.log.Warn(fmt.Sprintf("LangBot Box exec agent connection lost: container=%s: %s", h.ID, b.ended(ctx, st.conn)))
 			st.conn.close()
 			st.conn = nil
 		default:
-			return st.conn.client
+			return st.conn
 		}
 	}
 	if st.failed {
@@ -293,7 +321,7 @@ func (b *Backend) agentFor(ctx context.Context, h backend.Handle) *agent.Client 
 		return nil
 	}
 	st.conn = c
-	return c.client
+	return c
 }
 
 // boundedBuffer keeps the first bytes written to it (the agent exec's stderr, for errors).
@@ -348,14 +376,14 @@ func (b *Backend) startAgent(ctx context.Context, h backend.Handle) (*agentConn,
 		}
 		return nil, err
 	}
-	return &agentConn{client: client, att: att}, nil
+	return &agentConn{client: client, att: att, execID: created.ID, stderr: &stderr}, nil
 }
 
 // execAgent runs req through the sandbox's agent. handled is false when the request must take
 // the Engine API path instead (a command too large for one frame; that path then reports
 // what the kernel says about it).
-func (b *Backend) execAgent(ctx context.Context, h backend.Handle, c *agent.Client, req backend.ExecRequest) (res backend.ExecResult, err error, handled bool) {
-	code, err := c.Run(ctx, agent.Command{Argv: req.Argv, Env: envList(req.Env)}, req.Stdout, req.Stderr)
+func (b *Backend) execAgent(ctx context.Context, h backend.Handle, c *agentConn, req backend.ExecRequest) (res backend.ExecResult, err error, handled bool) {
+	code, err := c.client.Run(ctx, agent.Command{Argv: req.Argv, Env: envList(req.Env)}, req.Stdout, req.Stderr)
 	switch {
 	case err == nil:
 		return backend.ExecResult{ExitCode: code}, nil, true
@@ -367,5 +395,6 @@ func (b *Backend) execAgent(ctx context.Context, h backend.Handle, c *agent.Clie
 	if !b.Alive(context.WithoutCancel(ctx), h) {
 		return backend.ExecResult{}, fmt.Errorf("exec in %s: %w: %v", h.ID, backend.ErrNotFound, err), true
 	}
+	b.log.Warn(fmt.Sprintf("LangBot Box exec agent failed: container=%s: %s", h.ID, b.ended(context.WithoutCancel(ctx), c)))
 	return backend.ExecResult{}, backendErr(fmt.Errorf("exec through the agent in %s: %w", h.ID, err)), true
 }

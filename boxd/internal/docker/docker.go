@@ -353,8 +353,13 @@ func (b *Backend) ensureImage(ctx context.Context, ref string) error {
 	return nil
 }
 
-// Alive reports whether the container runs; probe errors count as dead (§9.1.4).
+// Alive reports whether the container runs; probe errors count as dead (§9.1.4). A sandbox
+// whose exec agent is connected runs (the engine ends the agent's exec stream when the
+// container stops), so it costs no Engine API call.
 func (b *Backend) Alive(ctx context.Context, h backend.Handle) bool {
+	if b.agentConnected(h) {
+		return true
+	}
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	st, err := b.cli.ContainerInspect(ctx, h.ID)
