@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -96,10 +97,18 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 
 	done := make(chan struct{}, 3)
 	var wmu = make(chan struct{}, 1)
-	write := func(kind int, b []byte) error {
+	// writeLine sends a stdout line as one text frame without copying it into a []byte first.
+	writeLine := func(line string) error {
 		wmu <- struct{}{}
 		defer func() { <-wmu }()
-		return conn.WriteMessage(kind, b)
+		w, err := conn.NextWriter(websocket.TextMessage)
+		if err != nil {
+			return err
+		}
+		if _, err := io.WriteString(w, line); err != nil {
+			return err
+		}
+		return w.Close()
 	}
 	// stdout -> WS
 	go func() {
@@ -110,7 +119,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 				if !ok {
 					return
 				}
-				if !s.fence.Current(tctx) || write(websocket.TextMessage, []byte(line)) != nil {
+				if !s.fence.Current(tctx) || writeLine(line) != nil {
 					return
 				}
 				s.opts.Metrics.Relay("out", len(line))
@@ -124,21 +133,29 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 	conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Time{}) })
 	go func() {
 		defer func() { done <- struct{}{} }()
+		// One buffer for every inbound message: it grows to the largest message once, and the
+		// message and its "\n" reach the process's stdin in a single write.
+		var buf bytes.Buffer
 		for {
-			kind, msg, err := conn.ReadMessage()
+			kind, r, err := conn.NextReader()
 			if err != nil {
 				return
 			}
 			if kind != websocket.TextMessage {
 				continue
 			}
+			buf.Reset()
+			if _, err := buf.ReadFrom(r); err != nil {
+				return
+			}
 			if !s.fence.Current(tctx) {
 				return
 			}
-			if _, err := io.WriteString(p.Stdin(), string(msg)+"\n"); err != nil {
+			buf.WriteByte('\n')
+			if _, err := p.Stdin().Write(buf.Bytes()); err != nil {
 				return
 			}
-			s.opts.Metrics.Relay("in", len(msg)+1)
+			s.opts.Metrics.Relay("in", buf.Len())
 			s.mgr.Touch(sess)
 		}
 	}()

@@ -20,8 +20,12 @@ import (
 // Relay framing limits (§8.7): a line is buffered up to just under the client's 1 MiB
 // message cap; a longer line is flushed in 64 KiB pieces.
 const (
-	maxLine          = 1<<20 - 1024
-	longLinePiece    = 64 << 10
+	maxLine       = 1<<20 - 1024
+	longLinePiece = 64 << 10
+	// linesBuffer decouples the stdout reader from the relay writer: a few lines in flight
+	// keep the Engine attach stream, the line splitter and the WebSocket writer all busy
+	// instead of handing over one line at a time.
+	linesBuffer      = 32
 	stderrPreviewMax = 4000
 	terminateGrace   = 5 * time.Second
 )
@@ -139,7 +143,7 @@ func (m *Manager) StartProcess(ctx context.Context, physical string, spec Proces
 	if err != nil {
 		return nil, backendError(err)
 	}
-	p := &Process{Session: physical, Spec: spec, Started: m.now(), proc: bp, Lines: make(chan string),
+	p := &Process{Session: physical, Spec: spec, Started: m.now(), proc: bp, Lines: make(chan string, linesBuffer),
 		Attach: make(chan struct{}, 1), done: make(chan struct{})}
 	m.mu.Lock()
 	m.processes++
