@@ -139,6 +139,10 @@ type agents struct {
 	warned    map[string]bool
 }
 
+func newAgents() agents {
+	return agents{sessions: map[string]*agentSession{}, installed: map[string]installedAgent{}, warned: map[string]bool{}}
+}
+
 // agentOn reports box.docker.exec_agent.
 func (b *Backend) agentOn() bool { return b.opts.ExecAgent != nil && b.opts.ExecAgent() }
 

@@ -118,7 +118,7 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 		return nil, fmt.Errorf("docker backend: Options.InstanceID is empty: pass the runtime's instance id")
 	}
 	b := &Backend{cli: cli, opts: opts, log: opts.Logger, set: settings{cpuLimit: opts.CPULimitEnabled, hardening: opts.Hardening},
-		ag: agents{sessions: map[string]*agentSession{}, installed: map[string]installedAgent{}, warned: map[string]bool{}}}
+		ag: newAgents()}
 	// Negotiate now when the engine answers, so the first sandbox does not pay for it.
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
