@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/pyval"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/skills"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/transfer"
@@ -41,32 +42,25 @@ func (a skillArgs) required(key string) (any, error) {
 	return v, nil
 }
 
-// str renders a JSON value as Python's str() (None for null).
-func str(v any) string {
-	switch t := v.(type) {
-	case nil:
-		return "None"
-	case string:
-		return t
-	case bool:
-		if t {
-			return "True"
+// requiredAll is required for several keys, in order (the first missing one is reported).
+func (a skillArgs) requiredAll(keys ...string) ([]any, error) {
+	out := make([]any, len(keys))
+	for i, k := range keys {
+		v, err := a.required(k)
+		if err != nil {
+			return nil, err
 		}
-		return "False"
-	case json.Number:
-		return t.String()
+		out[i] = v
 	}
-	b, _ := json.Marshal(v)
-	return string(b)
+	return out, nil
 }
 
 // orDefault is Python's `str(data.get(key) or default)`.
 func (a skillArgs) orDefault(key, def string) string {
-	v := a[key]
-	if v == nil || v == "" || v == false {
-		return def
+	if v := a[key]; pyval.Truthy(v) {
+		return pyval.Str(v)
 	}
-	return str(v)
+	return def
 }
 
 // getDefault is Python's `data.get(key, default)` followed by a falsy test: a missing key
@@ -79,7 +73,7 @@ func (a skillArgs) getDefault(key, def string) string {
 	case v == nil || v == false:
 		return ""
 	}
-	return str(v)
+	return pyval.Str(v)
 }
 
 // pyInt is Python's int() on a JSON value.
@@ -126,26 +120,6 @@ func pyTypeName(v any) string {
 	return "object"
 }
 
-// truthy is Python's bool() on a JSON value.
-func truthy(v any) bool {
-	switch t := v.(type) {
-	case nil:
-		return false
-	case bool:
-		return t
-	case string:
-		return t != ""
-	case json.Number:
-		f, _ := t.Float64()
-		return f != 0
-	case []any:
-		return len(t) > 0
-	case map[string]any:
-		return len(t) > 0
-	}
-	return true
-}
-
 func field(m map[string]any, key string) skills.Field {
 	v, ok := m[key]
 	if !ok {
@@ -154,7 +128,7 @@ func field(m map[string]any, key string) skills.Field {
 	if v == nil {
 		return skills.Field{Present: true, Null: true}
 	}
-	return skills.Field{Present: true, Value: str(v)}
+	return skills.Field{Present: true, Value: pyval.Str(v)}
 }
 
 func skillRequest(v any) (skills.Request, error) {
@@ -220,7 +194,7 @@ func takeUpload(ctx context.Context, a skillArgs) ([]byte, error) {
 	if st == nil {
 		return nil, fmt.Errorf("File transfer is not available on this connection")
 	}
-	data, err := st.Take(str(key))
+	data, err := st.Take(pyval.Str(key))
 	if re, ok := err.(*rpc.Error); ok {
 		return nil, fmt.Errorf("%s", re.Text)
 	}
@@ -240,7 +214,7 @@ func zipRequest(a skillArgs) skills.ZipRequest {
 				req.SourcePaths = append(req.SourcePaths, "")
 				continue
 			}
-			req.SourcePaths = append(req.SourcePaths, str(p))
+			req.SourcePaths = append(req.SourcePaths, pyval.Str(p))
 		}
 	}
 	return req
@@ -256,7 +230,7 @@ func (s *Server) registerSkills() {
 		if err != nil {
 			return nil, err
 		}
-		sk, err := st.Get(str(name))
+		sk, err := st.Get(pyval.Str(name))
 		return map[string]any{"skill": sk}, err
 	}))
 	s.Register("box_create_skill", tenantOther, s.skillAction(true, func(a skillArgs, st *skills.Store) (any, error) {
@@ -272,19 +246,15 @@ func (s *Server) registerSkills() {
 		return map[string]any{"skill": sk}, err
 	}))
 	s.Register("box_update_skill", tenantOther, s.skillAction(true, func(a skillArgs, st *skills.Store) (any, error) {
-		name, err := a.required("name")
+		v, err := a.requiredAll("name", "skill")
 		if err != nil {
 			return nil, err
 		}
-		raw, err := a.required("skill")
+		req, err := skillRequest(v[1])
 		if err != nil {
 			return nil, err
 		}
-		req, err := skillRequest(raw)
-		if err != nil {
-			return nil, err
-		}
-		sk, err := st.Update(str(name), req)
+		sk, err := st.Update(pyval.Str(v[0]), req)
 		return map[string]any{"skill": sk}, err
 	}))
 	s.Register("box_delete_skill", tenantOther, s.skillAction(true, func(a skillArgs, st *skills.Store) (any, error) {
@@ -292,7 +262,7 @@ func (s *Server) registerSkills() {
 		if err != nil {
 			return nil, err
 		}
-		if err := st.Delete(str(name)); err != nil {
+		if err := st.Delete(pyval.Str(name)); err != nil {
 			return nil, err
 		}
 		return map[string]any{"deleted": name}, nil
@@ -302,7 +272,7 @@ func (s *Server) registerSkills() {
 		if err != nil {
 			return nil, err
 		}
-		return st.Scan(str(p))
+		return st.Scan(pyval.Str(p))
 	}))
 	s.Register("box_list_skill_files", tenantOther, s.skillAction(true, func(a skillArgs, st *skills.Store) (any, error) {
 		name, err := a.required("name")
@@ -315,25 +285,17 @@ func (s *Server) registerSkills() {
 				return nil, err
 			}
 		}
-		return st.ListFiles(str(name), a.orDefault("path", "."), truthy(a["include_hidden"]), maxEntries)
+		return st.ListFiles(pyval.Str(name), a.orDefault("path", "."), pyval.Truthy(a["include_hidden"]), maxEntries)
 	}))
 	s.Register("box_read_skill_file", tenantOther, s.skillAction(true, func(a skillArgs, st *skills.Store) (any, error) {
-		name, err := a.required("name")
+		v, err := a.requiredAll("name", "path")
 		if err != nil {
 			return nil, err
 		}
-		p, err := a.required("path")
-		if err != nil {
-			return nil, err
-		}
-		return st.ReadFile(str(name), orDot(p))
+		return st.ReadFile(pyval.Str(v[0]), orDot(v[1]))
 	}))
 	s.Register("box_write_skill_file", tenantOther, s.skillAction(true, func(a skillArgs, st *skills.Store) (any, error) {
-		name, err := a.required("name")
-		if err != nil {
-			return nil, err
-		}
-		p, err := a.required("path")
+		v, err := a.requiredAll("name", "path")
 		if err != nil {
 			return nil, err
 		}
@@ -345,34 +307,30 @@ func (s *Server) registerSkills() {
 		if !isString {
 			return nil, fmt.Errorf("'%s' object has no attribute 'encode'", pyTypeName(content))
 		}
-		return st.WriteFile(str(name), orDot(p), text)
+		return st.WriteFile(pyval.Str(v[0]), orDot(v[1]), text)
 	}))
-	s.Register("box_preview_skill_zip", tenantOther, func(ctx context.Context, c call) (any, error) {
+	s.Register("box_preview_skill_zip", tenantOther, s.zipAction((*skills.Store).PreviewZip))
+	s.Register("box_install_skill_zip", tenantOther, s.zipAction((*skills.Store).InstallZip))
+}
+
+// zipAction consumes the uploaded archive of file_key and runs a zip operation on it.
+func (s *Server) zipAction(op func(*skills.Store, []byte, skills.ZipRequest) ([]skills.Skill, error)) func(context.Context, call) (any, error) {
+	return func(ctx context.Context, c call) (any, error) {
 		return s.skillAction(true, func(a skillArgs, st *skills.Store) (any, error) {
 			data, err := takeUpload(ctx, a)
 			if err != nil {
 				return nil, err
 			}
-			list, err := st.PreviewZip(data, zipRequest(a))
+			list, err := op(st, data, zipRequest(a))
 			return map[string]any{"skills": list}, err
 		})(ctx, c)
-	})
-	s.Register("box_install_skill_zip", tenantOther, func(ctx context.Context, c call) (any, error) {
-		return s.skillAction(true, func(a skillArgs, st *skills.Store) (any, error) {
-			data, err := takeUpload(ctx, a)
-			if err != nil {
-				return nil, err
-			}
-			list, err := st.InstallZip(data, zipRequest(a))
-			return map[string]any{"skills": list}, err
-		})(ctx, c)
-	})
+	}
 }
 
 // orDot is Python's `str(path or ".")` for a path argument.
 func orDot(v any) string {
-	if !truthy(v) {
+	if !pyval.Truthy(v) {
 		return "."
 	}
-	return str(v)
+	return pyval.Str(v)
 }

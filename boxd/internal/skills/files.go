@@ -48,12 +48,28 @@ func ResolveInPackage(packageRoot, requested string, wantDir bool) (target, rel 
 	return target, rel, nil
 }
 
-func (s *Store) packageRoot(sk *Skill) (string, error) {
+// located is a path requested inside a skill's package, resolved by §10.4.
+type located struct {
+	skill       *Skill
+	root        string // the package root, resolved
+	target, rel string
+}
+
+// locate finds skill name and resolves requested inside its package.
+func (s *Store) locate(name, requested string, wantDir bool) (*located, error) {
+	sk, err := s.require(name)
+	if err != nil {
+		return nil, err
+	}
 	root := normalize(sk.PackageRoot)
 	if root == "" {
-		return "", fmt.Errorf("Skill \"%s\" has no package_root", sk.Name)
+		return nil, fmt.Errorf("Skill \"%s\" has no package_root", sk.Name)
 	}
-	return root, nil
+	target, rel, err := ResolveInPackage(root, requested, wantDir)
+	if err != nil {
+		return nil, err
+	}
+	return &located{skill: sk, root: root, target: target, rel: rel}, nil
 }
 
 // FileEntry is one entry of a skill file listing.
@@ -83,18 +99,11 @@ func (s *Store) ListFiles(name, requested string, includeHidden bool, maxEntries
 		return nil, errors.New("max_entries must be a positive integer")
 	}
 	maxEntries = min(maxEntries, MaxListedFiles)
-	sk, err := s.require(name)
+	loc, err := s.locate(name, requested, true)
 	if err != nil {
 		return nil, err
 	}
-	root, err := s.packageRoot(sk)
-	if err != nil {
-		return nil, err
-	}
-	dir, rel, err := ResolveInPackage(root, requested, true)
-	if err != nil {
-		return nil, err
-	}
+	sk, root, dir, rel := loc.skill, loc.root, loc.target, loc.rel
 	entries, err := readDirLimited(dir, MaxDirectoryEntries)
 	if errors.Is(err, errTooManyEntries) {
 		return nil, errors.New("Skill directory exceeds the configured entry limit")
@@ -145,18 +154,11 @@ type FileContent struct {
 
 // ReadFile implements §11.8 read.
 func (s *Store) ReadFile(name, requested string) (*FileContent, error) {
-	sk, err := s.require(name)
+	loc, err := s.locate(name, requested, false)
 	if err != nil {
 		return nil, err
 	}
-	root, err := s.packageRoot(sk)
-	if err != nil {
-		return nil, err
-	}
-	target, rel, err := ResolveInPackage(root, requested, false)
-	if err != nil {
-		return nil, err
-	}
+	sk, target, rel := loc.skill, loc.target, loc.rel
 	if st, err := os.Stat(target); err != nil || !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("Skill file not found: %s", rel)
 	}
@@ -176,18 +178,11 @@ type WriteResult struct {
 
 // WriteFile implements §11.8 write, atomically.
 func (s *Store) WriteFile(name, requested, content string) (*WriteResult, error) {
-	sk, err := s.require(name)
+	loc, err := s.locate(name, requested, false)
 	if err != nil {
 		return nil, err
 	}
-	root, err := s.packageRoot(sk)
-	if err != nil {
-		return nil, err
-	}
-	target, rel, err := ResolveInPackage(root, requested, false)
-	if err != nil {
-		return nil, err
-	}
+	sk, root, target, rel := loc.skill, loc.root, loc.target, loc.rel
 	if len(content) > MaxTextBytes {
 		return nil, fmt.Errorf("Skill file %s exceeds the %d-byte limit", rel, MaxTextBytes)
 	}

@@ -19,7 +19,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -206,52 +205,6 @@ func readTextLimited(path, subject string) (string, error) {
 		return "", fmt.Errorf("%s is not valid UTF-8 text", subject)
 	}
 	return string(buf[:n]), nil
-}
-
-// pyString renders a YAML scalar as Python's str() would.
-func pyString(v any) string {
-	switch t := v.(type) {
-	case nil:
-		return ""
-	case string:
-		return t
-	case bool:
-		if t {
-			return "True"
-		}
-		return "False"
-	case int:
-		return strconv.Itoa(t)
-	case float64:
-		s := strconv.FormatFloat(t, 'f', -1, 64)
-		if !strings.ContainsAny(s, ".eE") {
-			s += ".0"
-		}
-		return s
-	default:
-		return fmt.Sprint(t)
-	}
-}
-
-// truthy mirrors Python's `value or default` on a YAML value.
-func truthy(v any) bool {
-	switch t := v.(type) {
-	case nil:
-		return false
-	case string:
-		return t != ""
-	case bool:
-		return t
-	case int:
-		return t != 0
-	case float64:
-		return t != 0
-	case []any:
-		return len(t) > 0
-	case map[string]any:
-		return len(t) > 0
-	}
-	return true
 }
 
 // isoformat renders t as Python's datetime.isoformat() for an aware UTC datetime.

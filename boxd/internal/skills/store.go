@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/mounts"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/pyval"
 )
 
 // Store is one tenant's view of the skill store: every operation stays inside Root.
@@ -188,20 +189,20 @@ func load(dir, entry string) (Skill, error) {
 		return Skill{}, err
 	}
 	rawName := filepath.Base(root)
-	if truthy(meta["name"]) {
-		rawName = pyString(meta["name"])
+	if pyval.Truthy(meta["name"]) {
+		rawName = pyval.Str(meta["name"])
 	}
 	name, err := ValidateName(rawName)
 	if err != nil {
 		return Skill{}, err
 	}
 	display := name
-	if truthy(meta["display_name"]) {
-		display = pyString(meta["display_name"])
+	if pyval.Truthy(meta["display_name"]) {
+		display = pyval.Str(meta["display_name"])
 	}
 	desc := ""
-	if truthy(meta["description"]) {
-		desc = pyString(meta["description"])
+	if pyval.Truthy(meta["description"]) {
+		desc = pyval.Str(meta["description"])
 	}
 	st, err := os.Stat(entryPath)
 	if err != nil {

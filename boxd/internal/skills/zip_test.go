@@ -87,7 +87,7 @@ func TestExtractZipRejects(t *testing.T) {
 		{"symlink", []zipEntry{{name: "link", body: "/etc/passwd", mode: fs.ModeSymlink | 0o777}}, "Archive contains a symbolic link: link"},
 		{"fifo", []zipEntry{{name: "pipe", mode: fs.ModeNamedPipe | 0o644}}, "Archive contains a non-regular entry: pipe"},
 		{"device", []zipEntry{{name: "dev", mode: fs.ModeDevice | 0o644}}, "Archive contains a non-regular entry: dev"},
-		{"entry too large", []zipEntry{{name: "big", body: "x", declared: sizes(1 << 20, MaxZipEntryBytes + 1)}}, "Archive entry exceeds the uncompressed size limit: big"},
+		{"entry too large", []zipEntry{{name: "big", body: "x", declared: sizes(1<<20, MaxZipEntryBytes+1)}}, "Archive entry exceeds the uncompressed size limit: big"},
 		{"entry ratio", []zipEntry{{name: "bomb", body: strings.Repeat("0", 1<<20), deflate: true}}, "Archive entry exceeds the compression ratio limit: bomb"},
 		{"zero compressed", []zipEntry{{name: "z", body: "", declared: sizes(0, 10)}}, "Archive entry exceeds the compression ratio limit: z"},
 		{"total size", fiveBig, "Archive exceeds the total uncompressed size limit"},
