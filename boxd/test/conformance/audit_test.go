@@ -5,16 +5,13 @@ package conformance
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -23,35 +20,6 @@ import (
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/runtime"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/tenancy"
 )
-
-// startBoxdWith is startBoxd with extra options (here: the audit log file).
-func startBoxdWith(t *testing.T, mut func(o *runtime.Options)) *boxd {
-	t.Helper()
-	require.NotEmpty(t, os.Getenv("DOCKER_HOST"), "run `eval \"$(bash hack/docker.sh env)\"` (ci/30-boxd.sh does)")
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	o := runtime.Options{Host: "127.0.0.1", Port: 0, Token: token,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Ready: func(a string) { ready <- a }}
-	mut(&o)
-	go func() { done <- runtime.Run(ctx, o) }()
-	var addr string
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("boxd did not start: %v", err)
-	}
-	var once sync.Once
-	b := &boxd{addr: addr, stop: func() {
-		once.Do(func() {
-			cancel()
-			require.NoError(t, <-done)
-		})
-	}}
-	t.Cleanup(b.stop)
-	return b
-}
 
 func sha(s string) string {
 	sum := sha256.Sum256([]byte(s))
@@ -62,7 +30,7 @@ func TestAuditLog(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.log")
 	// Its own scope: another suite's boxd starting on the same engine (orphan cleanup)
 	// must not remove this test's sandbox and add records the test does not expect.
-	b := startBoxdWith(t, func(o *runtime.Options) { o.AuditLog, o.Scope = path, uniq("audit") })
+	b := startBoxdWith(t, func(o *runtime.Options) { o.AuditLog = path })
 	c := dial(t, b)
 	c.init(t, nil)
 

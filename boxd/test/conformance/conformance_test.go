@@ -18,6 +18,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/runtime"
 )
 
 func TestHTTPSurfaceAndAuth(t *testing.T) {
@@ -308,7 +310,8 @@ func testRestartKeepsPersistentAndRemovesOrphans(t *testing.T, p execPath) {
 	orphan := mk(uniq("orphan"), map[string]string{"langbot.box": "true", "langbot.box.instance_id": "000000000000"})
 	bystander := mk(uniq("bystander"), map[string]string{"app": "other"})
 
-	first := startBoxd(t)
+	// Unscoped, as the reference: the runtime owns every unscoped langbot.box container.
+	first := startBoxdWith(t, func(o *runtime.Options) { o.Scope = "" })
 	c := dial(t, first)
 	c.init(t, p.boxInit(nil))
 	_, err := cli.ContainerInspect(ctx, orphan)
@@ -321,7 +324,7 @@ func testRestartKeepsPersistentAndRemovesOrphans(t *testing.T, p execPath) {
 	dinfo := c.ok("box_create_session", spec(drop, nil), ctx1)
 	first.stop()
 
-	second := startBoxd(t)
+	second := startBoxdWith(t, func(o *runtime.Options) { o.Scope = "" })
 	c2 := dial(t, second)
 	c2.init(t, p.boxInit(nil))
 	got := c2.ok("box_get_session", map[string]any{"session_id": keep}, ctx1)

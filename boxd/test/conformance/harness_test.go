@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,16 +39,25 @@ type boxd struct {
 	stop func()
 }
 
-func startBoxd(t *testing.T) *boxd {
+// startBoxd starts boxd in a label scope of the top-level test's own (BOXD_SCOPE), so the
+// start-up recovery of one test's runtime never removes another test's sandboxes, even when
+// suites run concurrently against one engine; restarts within a test keep the scope.
+func startBoxd(t *testing.T) *boxd { return startBoxdWith(t, nil) }
+
+// startBoxdWith is startBoxd with options changed by mut (nil: none).
+func startBoxdWith(t *testing.T, mut func(o *runtime.Options)) *boxd {
 	t.Helper()
 	require.NotEmpty(t, os.Getenv("DOCKER_HOST"), "run `eval \"$(bash hack/docker.sh env)\"` (ci/30-boxd.sh does)")
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() {
-		done <- runtime.Run(ctx, runtime.Options{Host: "127.0.0.1", Port: 0, Token: token,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Ready: func(a string) { ready <- a }})
-	}()
+	top, _, _ := strings.Cut(t.Name(), "/")
+	o := runtime.Options{Host: "127.0.0.1", Port: 0, Token: token, Scope: "conformance-" + top,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Ready: func(a string) { ready <- a }}
+	if mut != nil {
+		mut(&o)
+	}
+	go func() { done <- runtime.Run(ctx, o) }()
 	var addr string
 	select {
 	case addr = <-ready:
