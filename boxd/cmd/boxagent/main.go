@@ -21,6 +21,10 @@ func main() {
 		os.Stderr.WriteString("boxagent takes no arguments: boxd starts it and speaks to it on stdin/stdout\n")
 		os.Exit(2)
 	}
+	if err := harden(); err != nil {
+		os.Stderr.WriteString("boxagent: make the process non-dumpable: " + err.Error() + "\n")
+		os.Exit(1)
+	}
 	if err := agent.Serve(os.Stdin, os.Stdout, os.Environ()); err != nil {
 		os.Stderr.WriteString("boxagent: " + err.Error() + "\n")
 		os.Exit(1)
