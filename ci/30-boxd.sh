@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # boxd against real container engines: the private dockerd of hack/docker.sh (Debian docker.io,
 # vfs, no bridge, no iptables) with the local busybox sandbox image runs every boxd
-# integration test (the Docker backend's own suite and the wire-level conformance suite); the
+# integration test (the Docker backend's own suite and the wire-level conformance suite, whose
+# exec tests run once per exec path: docker exec and the in-sandbox exec agent); the
 # Docker backend's suite runs once more against a private Podman API socket (hack/podman.sh:
 # DOCKER_HOST may name one); then the FROM-scratch image is built and smoke-tested.
 source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
