@@ -10,7 +10,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/docker/docker/api/types"
@@ -102,6 +104,9 @@ func statID(path string) (fileID, error) {
 // agentSession is the agent state of one sandbox.
 type agentSession struct {
 	mounted bool // false: started without the agent mount, Exec uses the Engine API path
+	// offAtStart: started while the setting was off (logged once when it is on); a sandbox
+	// whose agent could not be installed was already logged by agentMount.
+	offAtStart, noted bool
 
 	mu     sync.Mutex // held while connecting
 	conn   *agentConn
@@ -239,9 +244,9 @@ func writeAgent(dir, dst string, data []byte) error {
 }
 
 // noteStarted records whether a new sandbox has the agent mounted.
-func (b *Backend) noteStarted(name string, mounted bool) {
+func (b *Backend) noteStarted(name string, mounted, agentOn bool) {
 	b.ag.mu.Lock()
-	b.ag.sessions[name] = &agentSession{mounted: mounted}
+	b.ag.sessions[name] = &agentSession{mounted: mounted, offAtStart: !agentOn}
 	b.ag.mu.Unlock()
 }
 
@@ -296,7 +301,12 @@ func (b *Backend) agentFor(ctx context.Context, h backend.Handle) *agentConn {
 		st = &agentSession{mounted: true}
 		b.ag.sessions[h.ID] = st
 	}
+	note := !st.mounted && st.offAtStart && !st.noted
+	st.noted = st.noted || note
 	b.ag.mu.Unlock()
+	if note {
+		b.log.Info("LangBot Box exec agent not in this sandbox (started while box.docker.exec_agent was off), using docker exec: container=" + h.ID)
+	}
 	if !st.mounted {
 		return nil
 	}
@@ -349,6 +359,40 @@ func (w *boundedBuffer) String() string {
 	return w.buf.String()
 }
 
+// recorder keeps the first bytes read through it until off is set.
+type recorder struct {
+	r   io.Reader
+	off atomic.Bool
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (r *recorder) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 && !r.off.Load() {
+		r.mu.Lock()
+		if room := 512 - len(r.buf); room > 0 {
+			r.buf = append(r.buf, p[:min(room, n)]...)
+		}
+		r.mu.Unlock()
+	}
+	return n, err
+}
+
+// text is what was recorded, non-printable bytes as spaces.
+func (r *recorder) text() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]byte, len(r.buf))
+	for i, c := range r.buf {
+		if c < 0x20 || c > 0x7e {
+			c = ' '
+		}
+		out[i] = c
+	}
+	return strings.TrimSpace(string(out))
+}
+
 // startAgent starts the agent in the sandbox through one exec with stdin and stdout attached,
 // and waits (within probeTimeout) for its hello.
 func (b *Backend) startAgent(ctx context.Context, h backend.Handle) (*agentConn, error) {
@@ -372,11 +416,18 @@ func (b *Backend) startAgent(ctx context.Context, h backend.Handle) (*agentConn,
 		}
 		pw.CloseWithError(err)
 	}()
-	client, err := agent.Dial(ctx, pr, att.Conn)
+	// The first bytes are kept: when the exec could not start the agent, the engine writes its
+	// error there instead of a hello.
+	first := &recorder{r: pr}
+	client, err := agent.Dial(ctx, first, att.Conn)
+	first.off.Store(true)
 	if err != nil {
 		att.Close()
+		if msg := first.text(); msg != "" {
+			err = fmt.Errorf("%w (the agent's exec said: %s)", err, Collapse(msg))
+		}
 		if msg := stderr.String(); msg != "" {
-			return nil, fmt.Errorf("%w (agent stderr: %s)", err, Collapse(msg))
+			err = fmt.Errorf("%w (agent stderr: %s)", err, Collapse(msg))
 		}
 		return nil, err
 	}

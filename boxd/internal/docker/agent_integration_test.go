@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +24,24 @@ import (
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/agent/agenttest"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/backend"
 )
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
 
 // agentBinary is boxagent, built once for the package by TestMain.
 var agentBinary string
@@ -174,27 +193,32 @@ func TestExecAgentFallsBackToDockerExec(t *testing.T) {
 		name  string
 		opts  func(*Options, *bool)
 		after func(on *bool) // between Start and Exec
+		log   string         // logged once
 	}{
-		{"host_root unset", func(o *Options, _ *bool) { o.AgentBinary = agentBinary }, nil},
-		{"no agent binary", func(o *Options, _ *bool) { o.HostRoot = func() string { return t.TempDir() } }, nil},
+		{"host_root unset", func(o *Options, _ *bool) { o.AgentBinary = agentBinary }, nil,
+			"exec agent unavailable, sandboxes use docker exec: box.local.host_root is not set"},
+		{"no agent binary", func(o *Options, _ *bool) { o.HostRoot = func() string { return t.TempDir() } }, nil,
+			"exec agent unavailable, sandboxes use docker exec: no boxagent binary"},
 		{"the agent does not start", func(o *Options, _ *bool) {
 			root := t.TempDir()
 			o.HostRoot = func() string { return root }
 			o.AgentBinary = junk
-		}, nil},
+		}, nil, "exec agent unavailable, using docker exec for this sandbox"},
 		{"setting turned on after the sandbox started", func(o *Options, on *bool) {
 			*on = false
 			root := t.TempDir()
 			o.HostRoot = func() string { return root }
 			o.AgentBinary = agentBinary
-		}, func(on *bool) { *on = true }},
+		}, func(on *bool) { *on = true }, "exec agent not in this sandbox (started while box.docker.exec_agent was off), using docker exec"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var mu sync.Mutex
 			on := true
+			logs := &syncBuffer{}
 			b := e.backend(func(o *Options) {
 				o.ExecAgent = func() bool { mu.Lock(); defer mu.Unlock(); return on }
+				o.Logger = slog.New(slog.NewTextHandler(logs, nil))
 				tc.opts(o, &on)
 			})
 			h := e.start(b, spec("fallback"))
@@ -208,6 +232,7 @@ func TestExecAgentFallsBackToDockerExec(t *testing.T) {
 				assert.Equal(t, 0, r.code)
 				assert.True(t, strings.HasPrefix(r.stdout, "ok\nsh -c "+execWrapper), "ran through docker exec: %q", r.stdout)
 			}
+			assert.Equal(t, 1, strings.Count(logs.String(), tc.log), "logged once: %s", logs.String())
 		})
 	}
 }

@@ -286,8 +286,8 @@ func (b *Backend) Start(ctx context.Context, spec backend.SessionSpec) (backend.
 	if err != nil {
 		return backend.Handle{}, backendErr(err)
 	}
-	withAgent := false
-	if b.agentOn() {
+	withAgent, agentOn := false, b.agentOn()
+	if agentOn {
 		var m mount.Mount
 		if m, withAgent = b.agentMount(); withAgent {
 			hc.Mounts = append(hc.Mounts, m)
@@ -309,7 +309,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.SessionSpec) (backend.
 		}
 		return backend.Handle{}, backendErr(err)
 	}
-	b.noteStarted(name, withAgent)
+	b.noteStarted(name, withAgent, agentOn)
 	return backend.Handle{ID: name}, nil
 }
 
