@@ -16,14 +16,22 @@ import (
 
 // BenchmarkExecWrapperOverhead measures one `sh -lc true` round trip through the backend
 // (with its PID-recording wrapper) and through the bare Engine API calls it is made of, on
-// the same sandbox, interleaved (A B A B) so machine noise hits both alike. It reports the
-// median of each and their difference:
+// the same sandbox, and through the exec agent on a second sandbox, interleaved (A B C A B C)
+// so machine noise hits all alike. It reports the median of each and the wrapper's overhead:
 //
 //	go test -tags integration -run '^$' -bench ExecWrapperOverhead -benchtime 60x ./boxd/internal/docker/
 func BenchmarkExecWrapperOverhead(b *testing.B) {
 	e := newEnv(b)
 	be := e.backend()
 	h := e.start(be, spec("bench"))
+	ab := e.backend(execPath{agent: true}.opts(b))
+	ah := e.start(ab, spec("bench-agent"))
+	viaAgent := func() {
+		res, err := ab.Exec(e.ctx, ah, backend.ExecRequest{Argv: []string{"sh", "-lc", "true"}})
+		require.NoError(b, err)
+		require.Zero(b, res.ExitCode)
+	}
+	viaAgent() // starts the agent
 	argv := []string{"sh", "-lc", "true"}
 	raw := func() {
 		created, err := e.cli.ContainerExecCreate(e.ctx, h.ID, container.ExecOptions{Cmd: argv, AttachStdout: true, AttachStderr: true})
@@ -41,7 +49,7 @@ func BenchmarkExecWrapperOverhead(b *testing.B) {
 		require.NoError(b, err)
 		require.Zero(b, res.ExitCode)
 	}
-	var rawD, wrapD []time.Duration
+	var rawD, wrapD, agentD []time.Duration
 	b.ResetTimer()
 	for range b.N {
 		start := time.Now()
@@ -50,6 +58,9 @@ func BenchmarkExecWrapperOverhead(b *testing.B) {
 		start = time.Now()
 		wrapped()
 		wrapD = append(wrapD, time.Since(start))
+		start = time.Now()
+		viaAgent()
+		agentD = append(agentD, time.Since(start))
 	}
 	b.StopTimer()
 	median := func(d []time.Duration) float64 {
@@ -60,5 +71,6 @@ func BenchmarkExecWrapperOverhead(b *testing.B) {
 	b.ReportMetric(r, "raw-p50-ms")
 	b.ReportMetric(w, "backend-p50-ms")
 	b.ReportMetric(w-r, "overhead-p50-ms")
+	b.ReportMetric(median(agentD), "agent-p50-ms")
 	b.ReportMetric(0, "ns/op")
 }
