@@ -351,7 +351,11 @@ func testExecCancelKillsTheCommandAndItsChildren(t *testing.T, p execPath) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		_, err := b.Exec(ctx, h, backend.ExecRequest{Argv: []string{"sh", "-lc", "sleep 300 & echo started; sleep 301"}, Stdout: w, Stderr: io.Discard})
+		// "started" only once both sleeps show in ps: the agent path's next exec comes within a
+		// millisecond or two, before a background child has necessarily exec'd.
+		_, err := b.Exec(ctx, h, backend.ExecRequest{Argv: []string{"sh", "-lc",
+			`sleep 300 & sleep 301 & until [ "$(ps -o args | grep -cE '^sleep 30[01]$')" = 2 ]; do :; done; echo started; wait`},
+			Stdout: w, Stderr: io.Discard})
 		done <- err
 	}()
 	select {
