@@ -105,7 +105,8 @@ func statID(path string) (fileID, error) {
 type agentSession struct {
 	mounted bool // false: started without the agent mount, Exec uses the Engine API path
 	// offAtStart: started while the setting was off (logged once when it is on); a sandbox
-	// whose agent could not be installed was already logged by agentMount.
+	// whose agent could not be installed was already logged by agentMount. Both fields, like
+	// mounted, are set under agents.mu.
 	offAtStart, noted bool
 
 	mu     sync.Mutex // held while connecting
