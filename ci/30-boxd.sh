@@ -24,6 +24,9 @@ run_suite() {
 }
 
 run_suite boxd ./boxd/...
+# The whole conformance suite once more with the exec agent on wherever a test does not pick
+# an exec path itself (the exec tests already run on both paths above).
+BOXD_TEST_EXEC_AGENT=1 run_suite boxd-agent ./boxd/test/conformance/
 
 bash hack/podman.sh up
 trap 'bash hack/podman.sh down' EXIT

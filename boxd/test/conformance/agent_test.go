@@ -49,10 +49,20 @@ func (p execPath) boxInit(extra map[string]any) map[string]any {
 	for k, v := range extra {
 		out[k] = v
 	}
-	if p.agent {
-		out["docker"] = map[string]any{"exec_agent": true}
-	}
+	out["docker"] = map[string]any{"exec_agent": p.agent}
 	return out
+}
+
+// ExecAgentEnv, set to 1, runs every test that does not choose an exec path itself with the
+// exec agent on (ci/30-boxd.sh runs the suite once more that way).
+const ExecAgentEnv = "BOXD_TEST_EXEC_AGENT"
+
+// defaultExecPath turns the exec agent on in a box_init payload without a `docker` section
+// when ExecAgentEnv is 1.
+func defaultExecPath(cfg map[string]any) {
+	if _, set := cfg["docker"]; !set && os.Getenv(ExecAgentEnv) == "1" {
+		cfg["docker"] = map[string]any{"exec_agent": true}
+	}
 }
 
 // parentCmdline is a command printing its parent's command line.

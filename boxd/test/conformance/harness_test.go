@@ -143,6 +143,7 @@ func (c *conn) init(t *testing.T, extra map[string]any) string {
 	for k, v := range extra {
 		cfg[k] = v
 	}
+	defaultExecPath(cfg)
 	c.ok("__ping", map[string]any{}, nil)
 	c.ok("box_init", cfg, nil)
 	return root
