@@ -10,6 +10,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/bench"
 )
@@ -30,8 +32,21 @@ func main() {
 		fs.IntVar(&o.N, "n", 20, "samples per workload")
 		fs.IntVar(&o.Parallel, "parallel", 16, "sessions created at once")
 		fs.IntVar(&o.Lines, "lines", 200, "relay round trips")
+		concurrent := fs.String("concurrent", "16,64", "session counts of the concurrent-execs workload (comma-separated, empty = skip)")
+		fs.IntVar(&o.Execs, "execs", 20, "execs per session in the concurrent-execs workload")
 		out := fs.String("json", "", "write the report as JSON here")
 		_ = fs.Parse(os.Args[2:])
+		for _, f := range strings.Split(*concurrent, ",") {
+			if f = strings.TrimSpace(f); f == "" {
+				continue
+			}
+			n, err := strconv.Atoi(f)
+			if err != nil || n < 1 {
+				fmt.Fprintf(os.Stderr, "boxbench: --concurrent: %q is not a positive session count\n", f)
+				os.Exit(2)
+			}
+			o.Concurrent = append(o.Concurrent, n)
+		}
 		rep, err := bench.Run(context.Background(), o)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "boxbench:", err)

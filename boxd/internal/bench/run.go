@@ -29,6 +29,8 @@ type Options struct {
 	N          int    // samples per workload
 	Parallel   int    // sessions created at once in the concurrency workload
 	Lines      int    // relay round trips
+	Concurrent []int  // session counts of the concurrent-execs workload (e.g. 16, 64)
+	Execs      int    // execs per session in the concurrent-execs workload
 }
 
 const token = "bench-token-0123456789abcdefghijklmnopqrstuvw"
@@ -123,7 +125,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if got, _ := out["stdout"].(string); got != AgentPath {
 		return nil, fmt.Errorf("session warm-agent does not run commands through the exec agent (parent %q): is boxagent next to boxd?", got)
 	}
-	for _, wl := range []struct{ name, cmd string }{{"exec round trip `true`", "true"}, {"exec 1 MiB stdout", "head -c 1048576 /dev/zero"}} {
+	for _, wl := range []struct{ name, cmd string }{
+		{"exec round trip `true`", "true"},
+		{"exec 1 MiB stdout", "head -c 1048576 /dev/zero"},
+		// The same size of text: NUL bytes become 6-byte \u0000 escapes in the JSON reply.
+		{"exec 1 MiB text stdout", "head -c 1048576 /dev/zero | tr '\\0' x"},
+	} {
 		for i := 0; i < o.N; i++ {
 			d, err := raw.exec(ctx, warm, wl.cmd)
 			if err != nil {
@@ -185,6 +192,34 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		_, _ = c.call("box_shutdown", map[string]any{})
 		for _, cc := range conns {
 			cc.ws.Close()
+		}
+	}
+
+	// N sessions each running M execs, all at once: raw, boxd (docker exec), boxd agent.
+	agent := func(on bool) error {
+		docker := map[string]any{}
+		if on {
+			docker["exec_agent"] = true
+		}
+		_, err := c.call("box_init", map[string]any{"local": map[string]any{"host_root": root}, "docker": docker})
+		return err
+	}
+	for _, n := range o.Concurrent {
+		l := &concurrentLoad{sessions: n, execs: o.Execs, raw: raw, boxd: b, spec: spec, add: add, facts: rep.Facts}
+		if err := l.runRaw(ctx); err != nil {
+			return nil, err
+		}
+		if err := l.runBoxd("boxd", fmt.Sprintf("conc%d", n)); err != nil {
+			return nil, err
+		}
+		if err := agent(true); err != nil {
+			return nil, err
+		}
+		if err := l.runBoxd("boxd agent", fmt.Sprintf("conc%d-agent", n)); err != nil {
+			return nil, err
+		}
+		if err := agent(false); err != nil {
+			return nil, err
 		}
 	}
 
@@ -349,18 +384,11 @@ func (b *boxdProc) stop() {
 }
 
 func (b *boxdProc) rss() string {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", b.cmd.Process.Pid))
-	if err != nil {
+	kb := b.rssKiB()
+	if kb == 0 {
 		return "n/a"
 	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			var kb float64
-			fmt.Sscan(f[1], &kb)
-			return fmt.Sprintf("%.1f MiB", kb/1024)
-		}
-	}
-	return "n/a"
+	return fmt.Sprintf("%.1f MiB", kb/1024)
 }
 
 type wsConn struct {
