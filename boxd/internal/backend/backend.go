@@ -8,6 +8,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 )
@@ -151,6 +152,19 @@ func (e *ValidationError) Error() string { return e.Message }
 
 // ErrNotFound is returned by Exec/StartProcess when the sandbox is gone.
 var ErrNotFound = errors.New("sandbox not found")
+
+// ErrNotStarted is the ErrNotFound of an Exec whose command never started because the sandbox
+// was already gone (it matches errors.Is(err, ErrNotFound) too): running it again in a new
+// sandbox cannot run it twice.
+var ErrNotStarted = fmt.Errorf("%w before the command started", ErrNotFound)
+
+// ExecProbesLiveness is implemented by backends whose Exec reliably fails with ErrNotStarted
+// when the sandbox is gone. The session layer then skips the separate liveness probe before
+// an exec of a reused session (one Engine API round trip for Docker) and, when the exec finds
+// the sandbox gone, recreates it and runs the command there, as a failed probe would have.
+type ExecProbesLiveness interface {
+	ExecProbesLiveness() bool
+}
 
 // DefaultStopTimeout bounds Stop calls made during cleanup.
 const DefaultStopTimeout = 20 * time.Second

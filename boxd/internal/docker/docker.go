@@ -353,6 +353,10 @@ func (b *Backend) ensureImage(ctx context.Context, ref string) error {
 	return nil
 }
 
+// ExecProbesLiveness: an Engine API exec in a removed or stopped container is refused before
+// anything runs (ErrNotStarted), so the exec itself is the liveness probe of a reused session.
+func (b *Backend) ExecProbesLiveness() bool { return true }
+
 // Alive reports whether the container runs; probe errors count as dead (§9.1.4). A sandbox
 // whose exec agent is connected runs (the engine ends the agent's exec stream when the
 // container stops), so it costs no Engine API call.

@@ -129,15 +129,18 @@ func (b *Backend) execEngine(ctx context.Context, h backend.Handle, req backend.
 	b.log.Debug(fmt.Sprintf("LangBot Box backend exec: backend=docker container=%s", h.ID))
 	created, err := b.cli.ContainerExecCreate(ctx, h.ID, container.ExecOptions{Cmd: argv, Env: envList(req.Env), AttachStdout: true, AttachStderr: true})
 	if err != nil {
+		// No such container, or it is not running: the command was never started.
 		if errdefs.IsNotFound(err) || errdefs.IsConflict(err) {
-			return backend.ExecResult{}, fmt.Errorf("exec in %s: %w: %v", h.ID, backend.ErrNotFound, err)
+			return backend.ExecResult{}, fmt.Errorf("exec in %s: %w: %v", h.ID, backend.ErrNotStarted, err)
 		}
 		return backend.ExecResult{}, backendErr(fmt.Errorf("create exec in %s: %w", h.ID, err))
 	}
 	att, err := b.cli.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
 	if err != nil {
+		// Attaching starts the exec; the engine refuses the start when the container is gone
+		// or stopped, so here too nothing ran.
 		if errdefs.IsNotFound(err) || errdefs.IsConflict(err) {
-			return backend.ExecResult{}, fmt.Errorf("exec in %s: %w: %v", h.ID, backend.ErrNotFound, err)
+			return backend.ExecResult{}, fmt.Errorf("exec in %s: %w: %v", h.ID, backend.ErrNotStarted, err)
 		}
 		return backend.ExecResult{}, backendErr(fmt.Errorf("start exec in %s: %w", h.ID, err))
 	}

@@ -73,10 +73,30 @@ func (m *Manager) Exec(ctx context.Context, physical string, spec Spec) (Result,
 	if spec.Cmd == "" {
 		return Result{}, rpc.Errorf(rpc.BoxValidationError, "cmd must not be empty")
 	}
-	s, err := m.GetOrCreate(ctx, physical, spec)
-	if err != nil {
-		return Result{}, err
+	// With a backend whose exec probes liveness, a reused session is not probed first; if the
+	// exec then finds its sandbox gone before the command started, the session is dropped and
+	// the exec runs once more in a new one — what a failed probe leads to (§8.1 step 5).
+	probes, _ := m.backend.(backend.ExecProbesLiveness)
+	optimistic := probes != nil && probes.ExecProbesLiveness()
+	for {
+		s, err := m.getOrCreate(ctx, physical, spec, !optimistic)
+		if err != nil {
+			return Result{}, err
+		}
+		out, err := m.execIn(ctx, s, physical, spec, optimistic)
+		if optimistic && errors.Is(err, backend.ErrNotStarted) {
+			m.log.Warn("LangBot Box session backend disappeared, recreating: session_id=" + physical)
+			m.drop(WithDropReason(ctx, "backend_gone"), s)
+			optimistic = false
+			continue
+		}
+		return out, err
 	}
+}
+
+// execIn runs spec.Cmd in session s. With retryable set, a backend.ErrNotStarted is returned
+// as it is (and not counted) so that Exec can recreate the session and run the command again.
+func (m *Manager) execIn(ctx context.Context, s *Session, physical string, spec Spec, retryable bool) (Result, error) {
 	s.mu.Lock()
 	s.activeExec++
 	s.mu.Unlock()
@@ -108,6 +128,9 @@ func (m *Manager) Exec(ctx context.Context, physical string, spec Spec) (Result,
 	cancel()
 	dur := time.Since(start).Milliseconds()
 	s.lock.Unlock()
+	if retryable && !timedOut && errors.Is(err, backend.ErrNotStarted) {
+		return Result{}, err
+	}
 	s.touch(m.now())
 	status := "completed"
 	switch {

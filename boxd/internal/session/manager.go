@@ -141,6 +141,12 @@ func (m *Manager) lockID(id string) func() {
 
 // GetOrCreate implements §8.1. Container creation never holds the manager lock.
 func (m *Manager) GetOrCreate(ctx context.Context, physical string, spec Spec) (*Session, error) {
+	return m.getOrCreate(ctx, physical, spec, true)
+}
+
+// getOrCreate is GetOrCreate; probe false skips the backend liveness probe of a reused
+// session (the caller's exec probes it, see backend.ExecProbesLiveness).
+func (m *Manager) getOrCreate(ctx context.Context, physical string, spec Spec, probe bool) (*Session, error) {
 	unlock := m.lockID(physical)
 	defer unlock()
 	for {
@@ -172,7 +178,7 @@ func (m *Manager) GetOrCreate(ctx context.Context, physical string, spec Spec) (
 				m.drop(WithDropReason(ctx, "mounts_changed"), s)
 				continue
 			}
-			if m.backend.Alive(ctx, s.Handle) {
+			if !probe || m.backend.Alive(ctx, s.Handle) {
 				s.touch(m.now())
 				m.log.Info(fmt.Sprintf("LangBot Box session reused: session_id=%s backend_session_id=%s backend=%s", physical, s.Handle.ID, m.BackendName()))
 				return s, nil

@@ -340,3 +340,48 @@ func testRestartKeepsPersistentAndRemovesOrphans(t *testing.T, p execPath) {
 	assert.Empty(t, list, "the non-persistent container was removed")
 	c2.ok("box_delete_session", map[string]any{"session_id": keep}, ctx1)
 }
+
+// A sandbox removed or stopped behind boxd's back is recreated by the next box_exec, which
+// then runs in the new one (§8.1 step 5). On the docker exec path boxd does not probe the
+// container before each exec: the exec itself finds it gone before the command starts.
+func TestExecRecreatesAGoneSandbox(t *testing.T) {
+	cli := dockerClient(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name       string
+		persistent bool
+		gone       func(t *testing.T, id string)
+	}{
+		{"removed", false, func(t *testing.T, id string) {
+			require.NoError(t, cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true}))
+		}},
+		{"stopped", true, func(t *testing.T, id string) {
+			waitC, errC := cli.ContainerWait(ctx, id, container.WaitConditionNotRunning)
+			require.NoError(t, cli.ContainerKill(ctx, id, "KILL"))
+			select {
+			case <-waitC:
+			case err := <-errC:
+				require.NoError(t, err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startBoxd(t)
+			c := dial(t, b)
+			c.init(t, execPaths[0].boxInit(nil))
+			id := uniq("gone")
+			run := func(cmd string) map[string]any {
+				return c.ok("box_exec", spec(id, map[string]any{"cmd": cmd, "persistent": tc.persistent}), ctx1)
+			}
+			assert.Equal(t, "one", run("echo one")["stdout"])
+			before := c.ok("box_get_session", map[string]any{"session_id": id}, ctx1)["backend_session_id"].(string)
+			tc.gone(t, before)
+			out := run("echo two")
+			assert.Equal(t, float64(0), out["exit_code"], out)
+			assert.Equal(t, "two", out["stdout"])
+			after := c.ok("box_get_session", map[string]any{"session_id": id}, ctx1)["backend_session_id"].(string)
+			assert.NotEqual(t, before, after, "a new sandbox ran the command")
+			c.ok("box_delete_session", map[string]any{"session_id": id}, ctx1)
+		})
+	}
+}
