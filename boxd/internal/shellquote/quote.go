@@ -23,10 +23,13 @@ func Quote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'"'"'`) + "'"
 }
 
-// ExecScript is the script of an exec: mkdir -p <workdir> && cd <workdir> && <cmd>.
+// ExecScript is the script of an exec: the reference's `mkdir -p <workdir> && cd <workdir> &&
+// <cmd>`, with the mkdir skipped (by the shell's own test builtin) when the directory already
+// exists, which is every exec but a session's first: one process less per command, same
+// outcome (a workdir that is a file still fails in mkdir with its message and status).
 func ExecScript(workdir, cmd string) string {
 	q := Quote(workdir)
-	return "mkdir -p " + q + " && cd " + q + " && " + cmd
+	return "{ [ -d " + q + " ] || mkdir -p " + q + "; } && cd " + q + " && " + cmd
 }
 
 // ProcessScript is the script of a managed process: ... && exec <command> <args...>.

@@ -24,6 +24,6 @@ func TestQuoteMatchesShlex(t *testing.T) {
 }
 
 func TestScripts(t *testing.T) {
-	assert.Equal(t, "mkdir -p /workspace && cd /workspace && echo hi", ExecScript("/workspace", "echo hi"))
+	assert.Equal(t, "{ [ -d /workspace ] || mkdir -p /workspace; } && cd /workspace && echo hi", ExecScript("/workspace", "echo hi"))
 	assert.Equal(t, "mkdir -p '/w s' && cd '/w s' && exec npx -y 'a b'", ProcessScript("/w s", "npx", []string{"-y", "a b"}))
 }

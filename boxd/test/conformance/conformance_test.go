@@ -150,6 +150,12 @@ func testExecThroughWorkspace(t *testing.T, p execPath) {
 
 	r = c.ok("box_exec", with(map[string]any{"cmd": `printf '%s|%s' "$A" "$B"; pwd`, "env": map[string]any{"A": "x y", "B": "it's"}, "workdir": "/workspace/sub dir"}), ctx1)
 	assert.Equal(t, "x y|it's/workspace/sub dir", r["stdout"])
+	// A workdir that exists as a file fails in mkdir, with its status and message.
+	c.ok("box_exec", with(map[string]any{"cmd": "touch /workspace/afile"}), ctx1)
+	r = c.ok("box_exec", with(map[string]any{"cmd": "echo never", "workdir": "/workspace/afile"}), ctx1)
+	assert.Equal(t, float64(1), r["exit_code"])
+	assert.Equal(t, "", r["stdout"])
+	assert.Contains(t, r["stderr"], "/workspace/afile")
 
 	r = c.ok("box_exec", with(map[string]any{"cmd": "head -c 1100000 /dev/zero | tr '\\0' a"}), ctx1)
 	out := r["stdout"].(string)
