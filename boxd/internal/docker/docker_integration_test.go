@@ -199,15 +199,13 @@ func testSessionWithHostWorkspace(t *testing.T, p execPath) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			want := tc.want
+			want, got := tc.want, e.run(b, h, tc.script, tc.env...)
 			if e.podman && tc.env != nil && !p.agent {
-				// Podman hands the exec environment over as a map: values intact, order sorted.
-				// The agent builds each command's environment itself, in insertion order.
-				lines := strings.Split(strings.TrimSuffix(want.stdout, "\n"), "\n")
-				slices.Sort(lines)
-				want.stdout = strings.Join(lines, "\n") + "\n"
+				// Podman hands the exec environment over as a Go map: values intact, order
+				// random. The agent builds each command's environment itself, in insertion order.
+				want.stdout, got.stdout = sortedLines(want.stdout), sortedLines(got.stdout)
 			}
-			assert.Equal(t, want, e.run(b, h, tc.script, tc.env...))
+			assert.Equal(t, want, got)
 		})
 	}
 	data, err := os.ReadFile(filepath.Join(ws, "f.txt"))
@@ -622,4 +620,11 @@ func TestAvailable(t *testing.T) {
 	err = b.Available(e.ctx)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "ping docker engine")
+}
+
+// sortedLines sorts the lines of a newline-terminated text.
+func sortedLines(s string) string {
+	lines := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+	slices.Sort(lines)
+	return strings.Join(lines, "\n") + "\n"
 }
