@@ -69,6 +69,8 @@ until status="$(get "/api/v1/namespaces/$NS/pods/$LB_POD:5300/proxy/status")" &&
   sleep 1
 done
 jq -r '"     file:   \(.file)\n     stdout: \(.exec.stdout)\n     exit:   \(.exec.exit_code), \(.exec.duration_ms) ms, backend \(.exec.backend_name)"' <<<"$status"
+echo "   a skill from the Box's skill store (created and edited over RPC, run from its read-only mount):"
+jq -r '"     package: \(.skill.package_root)\n     mounted: \(.skill.mount) (ro)\n     stdout:  \(.skill.stdout)"' <<<"$status"
 echo "   the sandbox container on the node's Docker daemon:"
 docker ps --filter label=langbot.box=true --format '     {{.Names}}  {{.Image}}  {{.Status}}'
 echo

@@ -42,6 +42,7 @@ func TestBoxOnRealNode(t *testing.T) {
 		Detail string         `json:"detail"`
 		Exec   map[string]any `json:"exec"`
 		File   string         `json:"file"`
+		Skill  map[string]any `json:"skill"`
 	}
 	e.poll("the stand-in's sandbox round trip", 3*time.Minute, func(ctx context.Context) (bool, error) {
 		b, err := e.proxyGet(ns, lb.Name, 5300, "/status")
@@ -55,6 +56,14 @@ func TestBoxOnRealNode(t *testing.T) {
 	onHost, err := os.ReadFile(status.File)
 	require.NoError(t, err, "the file is on the node, under the same absolute path")
 	assert.Equal(t, "written by the langbot stand-in\n", string(onHost))
+	// The skill store lives under the shared root too: the skill's script ran in the sandbox from
+	// its read-only mount, and the package is on the node at the path the Box reported.
+	assert.Equal(t, "hello from a skill", status.Skill["stdout"])
+	pkg, _ := status.Skill["package_root"].(string)
+	assert.True(t, strings.HasPrefix(pkg, "/app/data/box/skills/tenants/ws-"), pkg)
+	script, err := os.ReadFile(filepath.Join(pkg, "run.sh"))
+	require.NoError(t, err, "the skill package is on the node, under the same absolute path")
+	assert.Equal(t, "echo hello from a skill\n", string(script))
 
 	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	require.NoError(t, err)
