@@ -193,18 +193,18 @@ func readTextLimited(path, subject string) (string, error) {
 	if st.Size() > MaxTextBytes {
 		return "", tooBig
 	}
-	buf := make([]byte, MaxTextBytes+1)
-	n, err := io.ReadFull(f, buf)
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+	// Sized by the file (every listing reads every SKILL.md), still bounded if it grows.
+	buf := bytes.NewBuffer(make([]byte, 0, st.Size()+1))
+	if _, err := buf.ReadFrom(io.LimitReader(f, MaxTextBytes+1)); err != nil {
 		return "", osError(err)
 	}
-	if n > MaxTextBytes {
+	if buf.Len() > MaxTextBytes {
 		return "", tooBig
 	}
-	if !utf8.Valid(buf[:n]) {
+	if !utf8.Valid(buf.Bytes()) {
 		return "", fmt.Errorf("%s is not valid UTF-8 text", subject)
 	}
-	return string(buf[:n]), nil
+	return buf.String(), nil
 }
 
 // isoformat renders t as Python's datetime.isoformat() for an aware UTC datetime.

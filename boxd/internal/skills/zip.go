@@ -399,13 +399,20 @@ func (s *Store) InstallZip(archive []byte, req ZipRequest) ([]Skill, error) {
 		}
 		scanned = append(scanned, *sk)
 	}
+	// Each installed skill as listed (the first listed skill of its name), else as scanned:
+	// one listing for all of them.
+	listed := map[string]Skill{}
+	if all, err := s.List(); err == nil {
+		for i := len(all) - 1; i >= 0; i-- {
+			listed[all[i].Name] = all[i]
+		}
+	}
 	out := make([]Skill, 0, len(scanned))
 	for _, sk := range scanned {
-		if got, err := s.Get(sk.Name); err == nil && got != nil {
-			out = append(out, *got)
-		} else {
-			out = append(out, sk)
+		if got, ok := listed[sk.Name]; ok {
+			sk = got
 		}
+		out = append(out, sk)
 	}
 	return out, nil
 }
