@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/pyval"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/tenancy"
 )
@@ -231,7 +232,7 @@ func (c *Controller) Upsert(ctx context.Context, g Grant) (map[string]any, error
 	c.mu.Unlock()
 	c.runDrops(ctx, drops)
 	c.opts.Logger.Info(fmt.Sprintf("LangBot Box sandbox admission grant installed: namespace=%s execution_generation=%d entitlement_revision=%d expires_at=%s",
-		tenancy.Namespace(k.Instance, k.Workspace), installed.ExecutionGeneration, installed.EntitlementRevision, IsoFormat(installed.ExpiresAt)))
+		tenancy.Namespace(k.Instance, k.Workspace), installed.ExecutionGeneration, installed.EntitlementRevision, pyval.IsoFormat(installed.ExpiresAt)))
 	return installed.Receipt(), nil
 }
 

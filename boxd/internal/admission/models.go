@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/pyval"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
 )
 
@@ -147,17 +148,7 @@ func (g Grant) Expired(now time.Time) bool { return !g.ExpiresAt.After(now) }
 func (g Grant) Receipt() map[string]any {
 	return map[string]any{"installed": true, "workspace_uuid": g.Workspace, "execution_generation": g.ExecutionGeneration,
 		"entitlement_revision": g.EntitlementRevision, "max_sessions": g.MaxSessions,
-		"max_managed_processes": g.MaxManagedProcesses, "expires_at": IsoFormat(g.ExpiresAt)}
-}
-
-// IsoFormat renders t as Python's datetime.isoformat() of an aware UTC datetime:
-// 2026-01-02T03:04:05+00:00, or with .ffffff when the microseconds are not zero.
-func IsoFormat(t time.Time) string {
-	t = t.UTC()
-	if t.Nanosecond()/1000 == 0 {
-		return t.Format("2006-01-02T15:04:05") + "+00:00"
-	}
-	return t.Format("2006-01-02T15:04:05.000000") + "+00:00"
+		"max_managed_processes": g.MaxManagedProcesses, "expires_at": pyval.IsoFormat(g.ExpiresAt)}
 }
 
 var intFields = []string{"execution_generation", "entitlement_revision", "max_sessions", "max_managed_processes"}

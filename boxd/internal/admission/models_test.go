@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/pyval"
 )
 
 func grantJSON(t *testing.T, mut func(m map[string]any)) json.RawMessage {
@@ -127,8 +129,8 @@ func TestParseRevocation(t *testing.T) {
 }
 
 func TestIsoFormatAndReceipt(t *testing.T) {
-	assert.Equal(t, "2026-01-02T03:04:05+00:00", IsoFormat(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)))
-	assert.Equal(t, "2026-01-02T03:04:05.123456+00:00", IsoFormat(time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC)))
+	assert.Equal(t, "2026-01-02T03:04:05+00:00", pyval.IsoFormat(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)))
+	assert.Equal(t, "2026-01-02T03:04:05.123456+00:00", pyval.IsoFormat(time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC)))
 	g := Grant{Instance: "i", Workspace: "w", ExecutionGeneration: 2, EntitlementRevision: 3, ExpiresAt: time.Date(2026, 8, 21, 10, 5, 0, 0, time.UTC), MaxSessions: 1}
 	assert.Equal(t, map[string]any{"installed": true, "workspace_uuid": "w", "execution_generation": 2, "entitlement_revision": 3,
 		"max_sessions": 1, "max_managed_processes": 0, "expires_at": "2026-08-21T10:05:00+00:00"}, g.Receipt())

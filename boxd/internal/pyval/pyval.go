@@ -1,5 +1,5 @@
-// Package pyval renders decoded JSON and YAML values the way the Python reference runtime
-// sees them: str() and truthiness. The Box protocol leaks both into responses and error
+// Package pyval renders values the way the Python reference runtime does: str() and
+// truthiness of decoded JSON and YAML values, and datetime.isoformat() of UTC times. The Box protocol leaks both into responses and error
 // texts (e.g. a numeric skill name, `include_hidden: 1`).
 package pyval
 
@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Str is Python's str() of a JSON/YAML scalar (None, True/False, 1.0 for floats); lists and
@@ -66,4 +67,14 @@ func Truthy(v any) bool {
 		return len(t) > 0
 	}
 	return true
+}
+
+// IsoFormat is Python's datetime.isoformat() of an aware UTC datetime:
+// 2026-01-02T03:04:05+00:00, with .ffffff when the microseconds are not zero.
+func IsoFormat(t time.Time) string {
+	t = t.UTC()
+	if t.Nanosecond()/1000 == 0 {
+		return t.Format("2006-01-02T15:04:05") + "+00:00"
+	}
+	return t.Format("2006-01-02T15:04:05.000000") + "+00:00"
 }

@@ -3,6 +3,7 @@ package pyval
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 )
@@ -34,4 +35,9 @@ func TestStrAndTruthy(t *testing.T) {
 		assert.Equal(t, tc.str, Str(tc.in), "%#v", tc.in)
 		assert.Equal(t, tc.truthy, Truthy(tc.in), "%#v", tc.in)
 	}
+}
+
+func TestIsoFormat(t *testing.T) {
+	assert.Equal(t, "2026-01-02T03:04:05+00:00", IsoFormat(time.Date(2026, 1, 2, 3, 4, 5, 999, time.UTC)))
+	assert.Equal(t, "2026-01-02T03:04:05.000120+00:00", IsoFormat(time.Date(2026, 1, 2, 4, 4, 5, 120000, time.FixedZone("x", 3600))))
 }

@@ -207,15 +207,6 @@ func readTextLimited(path, subject string) (string, error) {
 	return buf.String(), nil
 }
 
-// isoformat renders t as Python's datetime.isoformat() for an aware UTC datetime.
-func isoformat(t time.Time) string {
-	t = t.UTC()
-	if t.Nanosecond()/1000 == 0 {
-		return t.Format("2006-01-02T15:04:05") + "+00:00"
-	}
-	return t.Format("2006-01-02T15:04:05.000000") + "+00:00"
-}
-
 // fileTimes returns a file's ctime and mtime.
 func fileTimes(st os.FileInfo) (ctime, mtime time.Time) {
 	mtime = st.ModTime()
@@ -228,21 +219,20 @@ func fileTimes(st os.FileInfo) (ctime, mtime time.Time) {
 
 // osError renders an OS error as Python's OSError str(): "[Errno N] Message: 'path'".
 func osError(err error) error {
-	var pe *os.PathError
 	var errno syscall.Errno
-	if errors.As(err, &pe) && errors.As(pe.Err, &errno) {
-		msg := errno.Error()
-		if msg != "" {
-			msg = strings.ToUpper(msg[:1]) + msg[1:]
-		}
-		return fmt.Errorf("[Errno %d] %s: '%s'", int(errno), msg, pe.Path)
+	if !errors.As(err, &errno) {
+		return err
 	}
+	msg := errno.Error()
+	if msg != "" {
+		msg = strings.ToUpper(msg[:1]) + msg[1:]
+	}
+	var pe *os.PathError
 	var le *os.LinkError
-	if errors.As(err, &le) && errors.As(le.Err, &errno) {
-		msg := errno.Error()
-		if msg != "" {
-			msg = strings.ToUpper(msg[:1]) + msg[1:]
-		}
+	switch {
+	case errors.As(err, &pe):
+		return fmt.Errorf("[Errno %d] %s: '%s'", int(errno), msg, pe.Path)
+	case errors.As(err, &le):
 		return fmt.Errorf("[Errno %d] %s: '%s' -> '%s'", int(errno), msg, le.Old, le.New)
 	}
 	return err

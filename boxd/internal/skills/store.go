@@ -212,7 +212,7 @@ func load(dir, entry string) (Skill, error) {
 	return Skill{
 		Name: name, DisplayName: strings.TrimSpace(display), Description: strings.TrimSpace(desc),
 		Instructions: instructions, PackageRoot: root, EntryFile: entry, PythonProject: isPythonProject(root),
-		CreatedAt: isoformat(ctime), UpdatedAt: isoformat(mtime),
+		CreatedAt: pyval.IsoFormat(ctime), UpdatedAt: pyval.IsoFormat(mtime),
 	}, nil
 }
 
