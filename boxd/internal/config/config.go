@@ -47,8 +47,10 @@ var limitRules = []limitRule{
 
 // Paths are the resolved local paths (§7.4, §10.3). Empty strings mean "not configured".
 type Paths struct {
-	HostRoot          string
-	DefaultWorkspace  string
+	HostRoot         string
+	DefaultWorkspace string
+	// SkillsRoot is the skill store root of §11.1, always set: skills_root (default "skills")
+	// under host_root, which for the skill store defaults to ./data/box even when unset.
 	SkillsRoot        string
 	AllowedMountRoots []string
 }
@@ -98,7 +100,7 @@ func (c Config) Apply(payload map[string]any, cwd string) (Config, error) {
 	next.Hardening = truthy(docker["hardening"], true)
 	next.ExecAgent = truthy(docker["exec_agent"], false)
 	local, _ := raw["local"].(map[string]any)
-	next.Paths = resolvePaths(local, cwd)
+	next.Paths = ResolvePaths(local, cwd)
 	return next, nil
 }
 
@@ -155,7 +157,9 @@ func truthy(v any, def bool) bool {
 	return def
 }
 
-func resolvePaths(local map[string]any, cwd string) Paths {
+// ResolvePaths resolves a `local` config section against the runtime's working directory
+// (box_init applies it; a runtime not yet initialised uses ResolvePaths(nil, cwd)).
+func ResolvePaths(local map[string]any, cwd string) Paths {
 	str := func(k string) string {
 		s, _ := local[k].(string)
 		return strings.TrimSpace(s)
@@ -181,12 +185,16 @@ func resolvePaths(local map[string]any, cwd string) Paths {
 			dw = "default"
 		}
 		p.DefaultWorkspace = abs(dw, p.HostRoot)
-		sr := str("skills_root")
-		if sr == "" {
-			sr = "skills"
-		}
-		p.SkillsRoot = abs(sr, p.HostRoot)
 	}
+	storeBase := p.HostRoot
+	if storeBase == "" {
+		storeBase = abs("./data/box", cwd)
+	}
+	sr := str("skills_root")
+	if sr == "" {
+		sr = "skills"
+	}
+	p.SkillsRoot = abs(sr, storeBase)
 	var roots []string
 	switch t := local["allowed_mount_roots"].(type) {
 	case []any:

@@ -51,6 +51,11 @@ func TestPathsAndDefaultWorkspace(t *testing.T) {
 	assert.Equal(t, filepath.Join(dir, "box", "skills"), c.Paths.SkillsRoot)
 	assert.False(t, c.CPULimitEnabled)
 	assert.True(t, c.Hardening)
+	// Without host_root the skill store still has its §11.1 root (./data/box/skills); an
+	// absolute skills_root is kept.
+	assert.Equal(t, filepath.Join(dir, "data", "box", "skills"), ResolvePaths(nil, dir).SkillsRoot)
+	assert.Equal(t, "/srv/skills", ResolvePaths(map[string]any{"skills_root": "/srv/skills"}, dir).SkillsRoot)
+	assert.Empty(t, ResolvePaths(nil, dir).HostRoot)
 	require.NoError(t, c.EnsureDefaultWorkspace())
 	st, err := os.Stat(c.Paths.DefaultWorkspace)
 	require.NoError(t, err)

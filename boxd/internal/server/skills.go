@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/config"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/pyval"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/skills"
@@ -149,11 +150,10 @@ func skillRequest(v any) (skills.Request, error) {
 
 // skillStore opens the calling tenant's store.
 func (s *Server) skillStore(c call) (*skills.Store, error) {
-	cfg := s.Config()
-	local, _ := cfg.Raw["local"].(map[string]any)
-	hostRoot, _ := local["host_root"].(string)
-	skillsRoot, _ := local["skills_root"].(string)
-	root := skills.StoreRoot(hostRoot, skillsRoot, s.opts.Cwd)
+	root := s.Config().Paths.SkillsRoot
+	if root == "" { // no box_init and no LANGBOT_BOX_CONFIG yet: §11.1's defaults
+		root = config.ResolvePaths(nil, s.opts.Cwd).SkillsRoot
+	}
 	return skills.Open(root, c.ctx.Namespace(), s.skills.hooks)
 }
 

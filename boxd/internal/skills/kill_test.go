@@ -121,7 +121,7 @@ func TestInstallKilledHalfWay(t *testing.T) {
 		{"between two packages", "package:1", []string{"pkg-a"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			root := StoreRoot(t.TempDir(), "", "/")
+			root := realpath(filepath.Join(t.TempDir(), "skills"))
 			st, err := Open(root, childNS, Hooks{})
 			require.NoError(t, err)
 			_, err = st.InstallZip(previous, ZipRequest{Filename: "demo.zip", TargetSuffix: "upload"})

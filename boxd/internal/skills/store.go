@@ -35,38 +35,6 @@ type Hooks struct {
 	AfterInstallPackage func(target string)
 }
 
-// StoreRoot returns the resolved store root of §11.1: skillsRoot under hostRoot (default
-// "./data/box", resolved against cwd, even when no host_root is configured).
-func StoreRoot(hostRoot, skillsRoot, cwd string) string {
-	hostRoot = strings.TrimSpace(hostRoot)
-	if hostRoot == "" {
-		hostRoot = "./data/box"
-	}
-	hostRoot = expandHome(hostRoot)
-	if !filepath.IsAbs(hostRoot) {
-		hostRoot = filepath.Join(cwd, hostRoot)
-	}
-	hostRoot = mounts.Resolve(hostRoot)
-	skillsRoot = strings.TrimSpace(skillsRoot)
-	if skillsRoot == "" {
-		skillsRoot = "skills"
-	}
-	skillsRoot = expandHome(skillsRoot)
-	if !filepath.IsAbs(skillsRoot) {
-		skillsRoot = filepath.Join(hostRoot, skillsRoot)
-	}
-	return mounts.Resolve(skillsRoot)
-}
-
-func expandHome(p string) string {
-	if strings.HasPrefix(p, "~") {
-		if home, err := os.UserHomeDir(); err == nil {
-			return home + p[1:]
-		}
-	}
-	return p
-}
-
 // Open returns the store of one tenant namespace under storeRoot.
 func Open(storeRoot, namespace string, hooks Hooks) (*Store, error) {
 	ns := strings.TrimSpace(namespace)

@@ -12,7 +12,7 @@ import (
 
 func newStore(t *testing.T) *Store {
 	t.Helper()
-	root := StoreRoot(t.TempDir(), "", "/")
+	root := realpath(filepath.Join(t.TempDir(), "skills"))
 	st, err := Open(root, "ws-695136eeae1cb9b6af4a8226", Hooks{})
 	require.NoError(t, err)
 	return st
@@ -173,7 +173,7 @@ func TestStoreLifecycle(t *testing.T) {
 }
 
 func TestTenantsAreIsolated(t *testing.T) {
-	root := StoreRoot(t.TempDir(), "", "/")
+	root := realpath(filepath.Join(t.TempDir(), "skills"))
 	a, err := Open(root, "ws-a", Hooks{})
 	require.NoError(t, err)
 	b, err := Open(root, "ws-b", Hooks{})
