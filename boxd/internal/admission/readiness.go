@@ -2,14 +2,11 @@ package admission
 
 import (
 	"context"
-	"os"
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/config"
-	"github.com/langbot-k8s/langbot-k8s/boxd/internal/mounts"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/probe"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
 )
 
@@ -137,7 +134,7 @@ func compute(ctx context.Context, policy Policy, configErr string, p Probes) Rea
 	if p.Paths != nil {
 		paths = p.Paths()
 	}
-	wsRoot, wsErr := ManagedWorkspaceRoot(paths)
+	wsRoot, wsErr := probe.WorkspaceRoot(paths)
 	checks["workspace_mount"] = wsErr == nil
 	details := map[string]any{"strict_isolation_probe": false}
 	if p.BackendName != "" && p.BackendAvailable != nil {
@@ -181,33 +178,6 @@ func compute(ctx context.Context, policy Policy, configErr string, p Probes) Rea
 		r.Error = probeErr.Error()
 	}
 	return r
-}
-
-// ManagedWorkspaceRoot is the reference's managed workspace check: the default workspace
-// must be configured, lie under an allowed mount root, be a directory and be readable,
-// writable and searchable. Errors are BoxReadinessError.
-func ManagedWorkspaceRoot(p config.Paths) (string, error) {
-	if p.DefaultWorkspace == "" {
-		return "", rpc.Errorf(rpc.BoxReadinessError, "Managed sandbox admission requires box.local.default_workspace")
-	}
-	dw := mounts.Resolve(p.DefaultWorkspace)
-	inside := false
-	for _, r := range p.AllowedMountRoots {
-		if mounts.Within(dw, r) {
-			inside = true
-			break
-		}
-	}
-	if !inside {
-		return "", rpc.Errorf(rpc.BoxReadinessError, "Managed sandbox workspace is outside box.local.allowed_mount_roots")
-	}
-	if st, err := os.Stat(dw); err != nil || !st.IsDir() {
-		return "", rpc.Errorf(rpc.BoxReadinessError, "Managed sandbox workspace path is not a directory")
-	}
-	if unix.Access(dw, unix.R_OK|unix.W_OK|unix.X_OK) != nil {
-		return "", rpc.Errorf(rpc.BoxReadinessError, "Managed sandbox workspace path is not writable")
-	}
-	return dw, nil
 }
 
 // UnsafeSoftStorageLimitsEnabled reads LANGBOT_BOX_ALLOW_UNSAFE_SOFT_STORAGE_LIMITS's value.

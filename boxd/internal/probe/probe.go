@@ -23,32 +23,43 @@ const maxProbe = 1024
 
 func fail(msg string) error { return rpc.Errorf(rpc.BoxReadinessError, "%s", msg) }
 
+// WorkspaceRoot is the managed workspace check of §10.5 step 2, shared with grant-enforced
+// readiness (§7.5.3 workspace_mount): the default workspace must be configured, lie under an
+// allowed mount root, be a directory and be readable, writable and searchable. Errors are
+// BoxReadinessError.
+func WorkspaceRoot(paths config.Paths) (string, error) {
+	root := paths.DefaultWorkspace
+	if root == "" {
+		return "", fail("Managed sandbox admission requires box.local.default_workspace")
+	}
+	inside := false
+	for _, r := range paths.AllowedMountRoots {
+		inside = inside || mounts.Within(root, r)
+	}
+	if !inside {
+		return "", fail("Managed sandbox workspace is outside box.local.allowed_mount_roots")
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(root, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return "", fail("Managed sandbox workspace path is not a directory")
+	}
+	if unix.Access(root, unix.R_OK|unix.W_OK|unix.X_OK) != nil {
+		return "", fail("Managed sandbox workspace path is not writable")
+	}
+	return root, nil
+}
+
 // Verify reads the marker in the default workspace of paths and returns its digest and size.
 func Verify(paths config.Paths, marker string) (map[string]any, error) {
 	marker = strings.TrimSpace(marker)
 	if !markerPattern.MatchString(marker) {
 		return nil, fail("Invalid Box shared Workspace probe basename")
 	}
-	root := paths.DefaultWorkspace
-	if root == "" {
-		return nil, fail("Managed sandbox admission requires box.local.default_workspace")
-	}
-	inside := false
-	for _, r := range paths.AllowedMountRoots {
-		if mounts.Within(root, r) {
-			inside = true
-		}
-	}
-	if !inside {
-		return nil, fail("Managed sandbox workspace is outside box.local.allowed_mount_roots")
+	root, err := WorkspaceRoot(paths)
+	if err != nil {
+		return nil, err
 	}
 	var st unix.Stat_t
-	if err := unix.Stat(root, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return nil, fail("Managed sandbox workspace path is not a directory")
-	}
-	if unix.Access(root, unix.R_OK|unix.W_OK|unix.X_OK) != nil {
-		return nil, fail("Managed sandbox workspace path is not writable")
-	}
 	dirfd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fail("Box Runtime cannot read the Core shared Workspace probe")

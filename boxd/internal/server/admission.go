@@ -8,6 +8,7 @@ import (
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/admission"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/config"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/mounts"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/probe"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/session"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/tenancy"
@@ -139,7 +140,7 @@ func (s *Server) admitted(ctx context.Context, c call, spec session.Spec) (sessi
 
 // tenantDir is <default_workspace>/tenants/<NS>, created, and checked not to escape.
 func tenantDir(p config.Paths, tctx tenancy.Context) (string, error) {
-	root, err := admission.ManagedWorkspaceRoot(p)
+	root, err := probe.WorkspaceRoot(p)
 	if err != nil {
 		return "", err
 	}
