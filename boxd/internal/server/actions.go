@@ -110,20 +110,20 @@ func (s *Server) requireBackend(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) specAndID(ctx context.Context, c call) (session.Spec, string, error) {
+func (s *Server) specAndID(c call) (session.Spec, string, error) {
 	spec, err := session.ParseSpec(c.data)
 	if err != nil {
 		return spec, "", err
 	}
 	if s.adm.Required() {
-		return s.admitted(ctx, c, spec)
+		return s.admitted(c, spec)
 	}
 	phys, err := c.ctx.Physical(spec.SessionID)
 	return spec, phys, err
 }
 
 func (s *Server) boxExec(ctx context.Context, c call) (any, error) {
-	spec, phys, err := s.specAndID(ctx, c)
+	spec, phys, err := s.specAndID(c)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +141,7 @@ func (s *Server) boxExec(ctx context.Context, c call) (any, error) {
 }
 
 func (s *Server) boxCreateSession(ctx context.Context, c call) (any, error) {
-	spec, phys, err := s.specAndID(ctx, c)
+	spec, phys, err := s.specAndID(c)
 	if err != nil {
 		return nil, err
 	}
@@ -255,14 +255,8 @@ func (s *Server) boxStartProcess(ctx context.Context, c call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.adm.Required() {
-		g, err := s.adm.Check(ctx, c.ctx)
-		if err != nil {
-			return nil, err
-		}
-		if g.MaxManagedProcesses <= 0 {
-			return nil, rpc.Errorf(rpc.BoxAdmissionError, "%s", admission.MsgNoProcesses)
-		}
+	if s.adm.Required() && c.grant.MaxManagedProcesses <= 0 {
+		return nil, rpc.Errorf(rpc.BoxAdmissionError, "%s", admission.MsgNoProcesses)
 	}
 	p, err := s.mgr.StartProcess(ctx, phys, spec)
 	if err != nil {

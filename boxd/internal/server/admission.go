@@ -108,12 +108,8 @@ func (s *Server) physical(c call, logical string) (string, error) {
 }
 
 // admitted normalises an exec/create spec in grant-enforced mode and applies the
-// workspace's session cap (§7.5.4).
-func (s *Server) admitted(ctx context.Context, c call, spec session.Spec) (session.Spec, string, error) {
-	g, err := s.adm.Check(ctx, c.ctx)
-	if err != nil {
-		return spec, "", err
-	}
+// workspace's session cap (§7.5.4) of the grant the dispatcher checked.
+func (s *Server) admitted(c call, spec session.Spec) (session.Spec, string, error) {
 	policy, _ := s.adm.Policy()
 	paths := s.Config().Paths
 	out, phys, err := admission.Normalize(spec, admission.NormalizeInput{
@@ -132,7 +128,7 @@ func (s *Server) admitted(ctx context.Context, c call, spec session.Spec) (sessi
 	}
 	existing := s.mgr.List(c.ctx.WorkspacePrefix())
 	_, getErr := s.mgr.Get(phys)
-	if err := admission.SessionCap(g, len(existing), getErr == nil); err != nil {
+	if err := admission.SessionCap(c.grant, len(existing), getErr == nil); err != nil {
 		return spec, "", err
 	}
 	return out, phys, nil

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"strings"
 
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/admission"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/audit"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/session"
@@ -25,6 +26,9 @@ const (
 type call struct {
 	data json.RawMessage
 	ctx  tenancy.Context // zero for host-control actions
+	// grant is the admission grant in force (grant-enforced mode, sandbox actions only),
+	// checked once by the dispatcher.
+	grant admission.Grant
 }
 
 type action struct {
@@ -106,12 +110,15 @@ func (s *Server) dispatch(ctx context.Context, req rpc.Request) rpc.Response {
 		return rpc.Failure(req.SeqID, mismatch)
 	}
 	s.audit.Learn(tctx)
+	c := call{data: req.Data, ctx: tctx}
 	if a.class == tenantSandbox && s.adm.Required() {
-		if _, err := s.adm.Check(ctx, tctx); err != nil { // §4.4 step 1, before the fence
+		g, err := s.adm.Check(ctx, tctx) // §4.4 step 1, before the fence
+		if err != nil {
 			return rpc.Failure(req.SeqID, err)
 		}
+		c.grant = g
 	}
-	out, err := s.fenced(ctx, tctx, func() (any, error) { return a.run(ctx, call{data: req.Data, ctx: tctx}) })
+	out, err := s.fenced(ctx, tctx, func() (any, error) { return a.run(ctx, c) })
 	if err == nil && a.class == tenantSandbox {
 		out = tctx.RewriteSessionIDs(out)
 	}
