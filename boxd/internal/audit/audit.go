@@ -14,8 +14,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
-	"strconv"
 	"sync"
 	"time"
 
@@ -123,18 +121,6 @@ func (l *Logger) Log(r Record) {
 	_, _ = l.w.Write(append(b, '\n'))
 }
 
-var physicalPattern = regexp.MustCompile(`^(ws-[0-9a-f]{24})-g([0-9]+)-(.+)$`)
-
-// SplitPhysical returns the namespace, generation and logical id of a physical session id.
-func SplitPhysical(physical string) (ns string, gen int, logical string) {
-	m := physicalPattern.FindStringSubmatch(physical)
-	if m == nil {
-		return "", 0, physical
-	}
-	gen, _ = strconv.Atoi(m[2])
-	return m[1], gen, m[3]
-}
-
 // Hash is the hex SHA-256 of s (commands are recorded by hash only).
 func Hash(s string) string {
 	sum := sha256.Sum256([]byte(s))
@@ -156,7 +142,7 @@ type events struct{ l *Logger }
 
 func (e events) session(ctx context.Context, event, physical string, outcome string, details map[string]any) {
 	sc := scopeOf(ctx)
-	ns, gen, logical := SplitPhysical(physical)
+	ns, gen, logical := tenancy.ParsePhysical(physical)
 	if details == nil {
 		details = map[string]any{}
 	}

@@ -91,10 +91,6 @@ func TestNilLoggerAndHelpers(t *testing.T) {
 	assert.Equal(t, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", Hash(""))
 	assert.Equal(t, "ok", Outcome(""))
 	assert.Equal(t, "BoxError", Outcome("BoxError"))
-	ns, gen, logical := SplitPhysical("ws-695136eeae1cb9b6af4a8226-g12-a-g1-b")
-	assert.Equal(t, "ws-695136eeae1cb9b6af4a8226", ns)
-	assert.Equal(t, 12, gen)
-	assert.Equal(t, "a-g1-b", logical)
 }
 
 func TestOpenFile(t *testing.T) {

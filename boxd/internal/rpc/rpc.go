@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Request is one request object. Context is kept raw: tenancy parses it.
@@ -101,6 +102,16 @@ func Message(err error) string {
 		return text
 	}
 	return e.Class + ": " + text
+}
+
+// ClassOfMessage is the error class of a failed response's message, read as LangBot reads it
+// (§3.6): the prefix before ':', or BoxError when there is none.
+func ClassOfMessage(msg string) string {
+	class, _, found := strings.Cut(msg, ":")
+	if !found || class == "" || strings.ContainsAny(class, " \n") {
+		return BoxError
+	}
+	return class
 }
 
 // ClassOf returns the error class of err ("" for a bare error).

@@ -27,3 +27,15 @@ func TestMessage(t *testing.T) {
 	assert.True(t, strings.HasSuffix(long, "... [protocol error truncated]"))
 	assert.Len(t, long, len("ValueError: ")+4096+len("... [protocol error truncated]"))
 }
+
+func TestClassOfMessage(t *testing.T) {
+	for msg, want := range map[string]string{
+		"BoxValidationError: Skill name is required": "BoxValidationError",
+		"KeyError: 'name'":                           "KeyError",
+		"Box runtime is busy: too many requests":     "BoxError",
+		"no class at all":                            "BoxError",
+		": empty class":                              "BoxError",
+	} {
+		assert.Equal(t, want, ClassOfMessage(msg), msg)
+	}
+}

@@ -124,7 +124,8 @@ func skillDetails(req, resp map[string]any) map[string]any {
 }
 
 // auditRPC writes the record of one answered request, if its action changes state.
-func (s *Server) auditRPC(name string, req rpc.Request, resp *rpc.Response) {
+// class is the response's error class ("" on success), as the dispatcher computed it.
+func (s *Server) auditRPC(name, class string, req rpc.Request, resp *rpc.Response) {
 	if s.audit == nil {
 		return
 	}
@@ -137,18 +138,12 @@ func (s *Server) auditRPC(name string, req rpc.Request, resp *rpc.Response) {
 	dec.UseNumber()
 	_ = dec.Decode(&data)
 	var out map[string]any
-	class := ""
 	if resp.Code == 0 {
 		var isMap bool
 		if out, isMap = resp.Data.(map[string]any); !isMap { // typed results (skills): via JSON
 			if b, err := json.Marshal(resp.Data); err == nil {
 				_ = json.Unmarshal(b, &out)
 			}
-		}
-	} else {
-		class, _, _ = strings.Cut(resp.Message, ":")
-		if strings.Contains(class, " ") {
-			class = "BoxError"
 		}
 	}
 	r := audit.Record{Event: name, Action: name, Outcome: audit.Outcome(class), Instance: s.trustedInstance()}
@@ -171,8 +166,7 @@ func (s *Server) auditRPC(name string, req rpc.Request, resp *rpc.Response) {
 				logical = "global"
 			}
 			if phys, err := tctx.Physical(logical); err == nil {
-				r.Physical = phys
-				_, _, r.SessionID = audit.SplitPhysical(phys)
+				r.Physical, r.SessionID = phys, tctx.Logical(phys)
 			}
 		}
 	}

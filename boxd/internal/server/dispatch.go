@@ -64,13 +64,10 @@ func (s *Server) Dispatch(ctx context.Context, raw []byte) *rpc.Response {
 	}
 	class := ""
 	if resp.Code != 0 {
-		class, _, _ = strings.Cut(resp.Message, ":")
-		if strings.Contains(class, " ") {
-			class = "other"
-		}
+		class = rpc.ClassOfMessage(resp.Message)
 	}
 	s.opts.Metrics.RPC(name, class)
-	s.auditRPC(name, req, &resp)
+	s.auditRPC(name, class, req, &resp)
 	return &resp
 }
 

@@ -117,6 +117,19 @@ func (c Context) Physical(logical string) (string, error) {
 	return c.PlacementPrefix() + s, nil
 }
 
+var physicalPattern = regexp.MustCompile(`^(ws-[0-9a-f]{24})-g([0-9]+)-(.+)$`)
+
+// ParsePhysical splits a physical session id <NS>-g<G>-<logical> into its namespace,
+// generation and logical id; an id of another shape is returned whole as the logical id.
+func ParsePhysical(physical string) (ns string, gen int, logical string) {
+	m := physicalPattern.FindStringSubmatch(physical)
+	if m == nil {
+		return "", 0, physical
+	}
+	gen, _ = strconv.Atoi(m[2])
+	return m[1], gen, m[3]
+}
+
 // Logical strips the caller's placement prefix from a physical id.
 func (c Context) Logical(physical string) string {
 	if rest, ok := strings.CutPrefix(physical, c.PlacementPrefix()); ok {

@@ -16,6 +16,14 @@ func TestNamespaceAndIDs(t *testing.T) {
 	assert.Equal(t, "ws-695136eeae1cb9b6af4a8226-g1-person_12345", p)
 	assert.Equal(t, "person_12345", ctx.Logical(p))
 	assert.Equal(t, "other", ctx.Logical("other"))
+	ns, gen, logical := ParsePhysical("ws-695136eeae1cb9b6af4a8226-g12-a-g1-b")
+	assert.Equal(t, "ws-695136eeae1cb9b6af4a8226", ns)
+	assert.Equal(t, 12, gen)
+	assert.Equal(t, "a-g1-b", logical)
+	ns, gen, logical = ParsePhysical("plain")
+	assert.Equal(t, "", ns)
+	assert.Equal(t, 0, gen)
+	assert.Equal(t, "plain", logical)
 
 	for in, want := range map[string]string{" My Session!@# ": "My-Session", "group_x@chatroom": "group_x-chatroom"} {
 		got, err := Sanitize(in)
