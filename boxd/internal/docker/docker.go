@@ -353,6 +353,18 @@ func (b *Backend) ensureImage(ctx context.Context, ref string) error {
 	return nil
 }
 
+// CgroupV2 reports whether the engine runs sandboxes on cgroup v2 (docker info): the one
+// isolation fact of grant-enforced readiness boxd can establish for Docker.
+func (b *Backend) CgroupV2(ctx context.Context) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	info, err := b.cli.Info(ctx)
+	if err != nil {
+		return false, fmt.Errorf("docker info: %w", err)
+	}
+	return info.CgroupVersion == "2", nil
+}
+
 // ExecProbesLiveness: an Engine API exec in a removed or stopped container is refused before
 // anything runs (ErrNotStarted), so the exec itself is the liveness probe of a reused session.
 func (b *Backend) ExecProbesLiveness() bool { return true }

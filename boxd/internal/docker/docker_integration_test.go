@@ -628,3 +628,13 @@ func sortedLines(s string) string {
 	slices.Sort(lines)
 	return strings.Join(lines, "\n") + "\n"
 }
+
+// The engine runs on this machine (the private dockerd, or Podman): its cgroup version is the
+// host's, which has cgroup.controllers at the root of /sys/fs/cgroup exactly under cgroup v2.
+func TestCgroupV2MatchesTheHost(t *testing.T) {
+	e := newEnv(t)
+	_, statErr := os.Stat("/sys/fs/cgroup/cgroup.controllers")
+	v2, err := e.backend().CgroupV2(e.ctx)
+	require.NoError(t, err)
+	assert.Equal(t, statErr == nil, v2)
+}

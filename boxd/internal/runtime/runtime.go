@@ -18,8 +18,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/docker/docker/client"
-
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/audit"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/config"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/docker"
@@ -134,7 +132,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	srv = server.New(server.Options{Token: o.Token, TrustedInstance: o.TrustedInstance, Backend: be, Manager: mgr,
 		Config: cfg, Cwd: server.Cwd(), Logger: log, Metrics: met, Audit: aud,
-		CgroupV2: daemonCgroupV2, UnsafeSoftStorageLimits: o.UnsafeSoftStorageLimits})
+		CgroupV2: be.CgroupV2, UnsafeSoftStorageLimits: o.UnsafeSoftStorageLimits})
 
 	if err := be.Available(ctx); err == nil {
 		log.Info("LangBot Box using backend: docker")
@@ -188,24 +186,6 @@ func Run(ctx context.Context, o Options) error {
 	mgr.Release(shutdownCtx)
 	log.Info("Box runtime stopped")
 	return nil
-}
-
-// daemonCgroupV2 asks the Docker daemon (DOCKER_HOST, as the backend uses) which cgroup
-// version it runs sandboxes on: the one isolation fact of grant-enforced readiness boxd
-// can establish for Docker (see admission.Controller.Readiness).
-func daemonCgroupV2(ctx context.Context) (bool, error) {
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
-		return false, fmt.Errorf("create docker client: %w", err)
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	info, err := cli.Info(ctx)
-	if err != nil {
-		return false, fmt.Errorf("docker info: %w", err)
-	}
-	return info.CgroupVersion == "2", nil
 }
 
 // auditDestination picks where the audit log goes: the --audit-log file (append, 0600), else
