@@ -21,6 +21,7 @@ import (
 	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/agent"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/atomicfile"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/backend"
 )
 
@@ -217,28 +218,12 @@ func (b *Backend) installAgent(root string) (string, error) {
 	return dst, nil
 }
 
-// writeAgent writes data to dst atomically (temporary file in the same directory, renamed).
+// writeAgent installs data as dst (mode 0555) atomically.
 func writeAgent(dir, dst string, data []byte) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create agent directory %s: %w", dir, err)
 	}
-	f, err := os.CreateTemp(dir, ".agent-*")
-	if err != nil {
-		return fmt.Errorf("create agent file in %s: %w", dir, err)
-	}
-	defer os.Remove(f.Name()) // a no-op once renamed
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write agent file %s: %w", f.Name(), err)
-	}
-	if err := f.Chmod(0o555); err != nil {
-		f.Close()
-		return fmt.Errorf("chmod agent file %s: %w", f.Name(), err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close agent file %s: %w", f.Name(), err)
-	}
-	if err := os.Rename(f.Name(), dst); err != nil {
+	if err := atomicfile.Write(dst, data, 0o555); err != nil {
 		return fmt.Errorf("install agent file %s: %w", dst, err)
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/atomicfile"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/mounts"
 )
 
@@ -199,8 +200,8 @@ func (s *Store) WriteFile(name, requested, content string) (*WriteResult, error)
 	return &WriteResult{Skill: SkillRef{sk.Name}, Path: rel, BytesWritten: len(content)}, nil
 }
 
-// atomicWrite replaces path with data: a temporary file in the same directory, fsync,
-// rename, fsync of the directory. An existing file keeps its permission bits.
+// atomicWrite replaces target with data atomically (atomicfile); an existing file keeps its
+// permission bits, a directory is refused with the OS's error.
 func atomicWrite(target string, data []byte) error {
 	mode := os.FileMode(0o644)
 	if st, err := os.Lstat(target); err == nil {
@@ -211,38 +212,7 @@ func atomicWrite(target string, data []byte) error {
 			mode = st.Mode().Perm()
 		}
 	}
-	dir := filepath.Dir(target)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(target)+".tmp-*")
-	if err != nil {
-		return osError(err)
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return osError(err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return osError(err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return osError(err)
-	}
-	if err := tmp.Close(); err != nil {
-		return osError(err)
-	}
-	if err := os.Rename(tmp.Name(), target); err != nil {
-		return osError(err)
-	}
-	committed = true
-	syncDir(dir)
-	return nil
+	return osError(atomicfile.Write(target, data, mode))
 }
 
 func syncDir(dir string) {
