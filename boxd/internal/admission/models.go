@@ -187,14 +187,12 @@ func ParseGrant(raw json.RawMessage) (Grant, error) {
 // intField reads a strict integer >= min; prefix is the start of the messages ("must" or
 // "<field> must").
 func intField(v *verrs, m map[string]any, key string, dst *int, min int, prefix string) {
-	raw, has := m[key]
-	if !has {
+	if _, has := m[key]; !has {
 		v.add(key, "Field required")
 		return
 	}
-	n, ok := strictInt(raw)
-	if _, isBool := raw.(bool); isBool || !ok {
-		v.add(key, "Value error, "+prefix+" be an integer")
+	n, ok := intValue(v, m, key, prefix)
+	if !ok {
 		return
 	}
 	if n < min {
@@ -202,6 +200,21 @@ func intField(v *verrs, m map[string]any, key string, dst *int, min int, prefix 
 		return
 	}
 	*dst = n
+}
+
+// intValue reads key as a strict integer (§6.8: no booleans, no floats, no strings); a
+// present value of another type is reported as "<prefix> be an integer". ok is false when
+// the key is absent or invalid.
+func intValue(v *verrs, m map[string]any, key, prefix string) (int, bool) {
+	raw, has := m[key]
+	if !has {
+		return 0, false
+	}
+	n, ok := strictInt(raw)
+	if !ok {
+		v.add(key, "Value error, "+prefix+" be an integer")
+	}
+	return n, ok
 }
 
 // Revocation is a validated SandboxAdmissionRevocation (§6.8).

@@ -58,13 +58,8 @@ func ParsePolicy(section any) (Policy, error) {
 		}
 	}
 	integer := func(key string, dst *int, check func(int) string) {
-		raw, has := m[key]
-		if !has {
-			return
-		}
-		n, ok := strictInt(raw)
-		if _, isBool := raw.(bool); isBool || !ok {
-			v.add(key, "Value error, must be an integer")
+		n, ok := intValue(v, m, key, "must")
+		if !ok {
 			return
 		}
 		if msg := check(n); msg != "" {
