@@ -269,27 +269,13 @@ func (c *Controller) Revoke(ctx context.Context, r Revocation) (map[string]any, 
 	return map[string]any{"revoked": true, "workspace_uuid": r.Workspace, "entitlement_revision": r.EntitlementRevision}, nil
 }
 
-// Reap removes expired grants and drops their workspaces' sessions (the background reaper
-// and the lazy checks call it).
+// Reap removes expired grants and drops their workspaces' sessions (the lazy checks call it,
+// and the session reaper's loop, see session.Manager.RunReaper).
 func (c *Controller) Reap(ctx context.Context) {
 	c.mu.Lock()
 	drops := c.reapLocked(c.opts.Now())
 	c.mu.Unlock()
 	c.runDrops(ctx, drops)
-}
-
-// RunReaper reaps every period until ctx ends.
-func (c *Controller) RunReaper(ctx context.Context, period time.Duration) {
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			c.Reap(ctx)
-		}
-	}
 }
 
 func (c *Controller) reapLocked(now time.Time) []dropReq {

@@ -153,8 +153,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	reapCtx, stopReaper := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopReaper()
-	go mgr.RunReaper(reapCtx, session.ReaperPeriod)
-	go srv.Admission().RunReaper(reapCtx, session.ReaperPeriod)
+	go mgr.RunReaper(reapCtx, session.ReaperPeriod, srv.Admission().Reap)
 
 	addr := net.JoinHostPort(o.Host, fmt.Sprint(o.Port))
 	ln, err := net.Listen("tcp", addr)

@@ -459,8 +459,9 @@ func (m *Manager) Reap(ctx context.Context) {
 	m.reapCompleted(now)
 }
 
-// RunReaper reaps every period until ctx ends.
-func (m *Manager) RunReaper(ctx context.Context, period time.Duration) {
+// RunReaper reaps every period until ctx ends; each tick also runs the other housekeeping
+// given (the reference's reaper expires admission grants in the same pass, §8.1 step 2).
+func (m *Manager) RunReaper(ctx context.Context, period time.Duration, also ...func(context.Context)) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
@@ -469,6 +470,9 @@ func (m *Manager) RunReaper(ctx context.Context, period time.Duration) {
 			return
 		case <-t.C:
 			m.Reap(ctx)
+			for _, f := range also {
+				f(ctx)
+			}
 		}
 	}
 }
