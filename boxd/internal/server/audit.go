@@ -123,6 +123,30 @@ func skillDetails(req, resp map[string]any) map[string]any {
 	return d
 }
 
+// plainResult is a response's data as decoded JSON, which the detail functions read. Plain
+// maps (box_exec's result, the hot path) are used as they are; typed results, at the top or
+// one level down (a skill, a list of installed skills, a file write), go through JSON once.
+func plainResult(data any) map[string]any {
+	if m, ok := data.(map[string]any); ok {
+		plain := true
+		for _, v := range m {
+			switch v.(type) {
+			case nil, string, bool, int, int64, float64, json.Number, map[string]any, []any:
+			default:
+				plain = false
+			}
+		}
+		if plain {
+			return m
+		}
+	}
+	var out map[string]any
+	if b, err := json.Marshal(data); err == nil {
+		_ = json.Unmarshal(b, &out)
+	}
+	return out
+}
+
 // auditRPC writes the record of one answered request, if its action changes state.
 // class is the response's error class ("" on success), as the dispatcher computed it.
 func (s *Server) auditRPC(name, class string, req rpc.Request, resp *rpc.Response) {
@@ -139,12 +163,7 @@ func (s *Server) auditRPC(name, class string, req rpc.Request, resp *rpc.Respons
 	_ = dec.Decode(&data)
 	var out map[string]any
 	if resp.Code == 0 {
-		var isMap bool
-		if out, isMap = resp.Data.(map[string]any); !isMap { // typed results (skills): via JSON
-			if b, err := json.Marshal(resp.Data); err == nil {
-				_ = json.Unmarshal(b, &out)
-			}
-		}
+		out = plainResult(resp.Data)
 	}
 	r := audit.Record{Event: name, Action: name, Outcome: audit.Outcome(class), Instance: s.trustedInstance()}
 	tctx, hasCtx, _ := tenancy.ParseContext(req.Context)

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/skills"
 )
 
 func TestAuditDetails(t *testing.T) {
@@ -55,4 +57,16 @@ func TestAuditDetails(t *testing.T) {
 func sha256Hex(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
+}
+
+func TestPlainResult(t *testing.T) {
+	exec := map[string]any{"status": "completed", "exit_code": 0, "stdout": "x"}
+	assert.Equal(t, exec, plainResult(exec), "plain maps are used as they are")
+	installed := plainResult(map[string]any{"skills": []skills.Skill{{Name: "demo", Instructions: "secret"}}})
+	list, ok := installed["skills"].([]any)
+	if assert.True(t, ok, "typed values are decoded as JSON") && assert.Len(t, list, 1) {
+		assert.Equal(t, "demo", list[0].(map[string]any)["name"])
+	}
+	assert.Equal(t, float64(6), plainResult(&skills.WriteResult{BytesWritten: 6})["bytes_written"])
+	assert.Equal(t, []any{"demo"}, skillDetails(map[string]any{"filename": "d.zip"}, installed)["installed"])
 }

@@ -74,6 +74,9 @@ func TestAuditLog(t *testing.T) {
 	bad := c.call("box_create_skill", map[string]any{"skill": map[string]any{"name": skill}}, ctx1)
 	require.Equal(t, 1, bad.Code)
 	c.ok("box_delete_skill", map[string]any{"name": skill}, ctx1)
+	zipped := skill + "z"
+	key := c.upload(t, "0123456789abcdef-audit.zip", zipOf(t, map[string]string{"SKILL.md": "---\nname: " + zipped + "\n---\n" + instructions}))
+	c.ok("box_install_skill_zip", map[string]any{"file_key": key, "filename": "audit.zip"}, ctx1)
 
 	// /metrics agrees with the audit log on what was executed.
 	resp, err := http.Get("http://" + b.addr + "/metrics")
@@ -185,6 +188,9 @@ func TestAuditLog(t *testing.T) {
 	assert.Equal(t, "notes.txt", details(w)["path"])
 	assert.Equal(t, float64(len(content)), details(w)["bytes_written"])
 	skillRecord("box_delete_skill", "ok")
+	inst := find("box_install_skill_zip", func(m map[string]any) bool { return m["outcome"] == "ok" })
+	assert.Equal(t, "audit.zip", details(inst)["filename"])
+	assert.Equal(t, []any{zipped}, details(inst)["installed"], "the installed skills are named")
 }
 
 func countEvents(records []map[string]any, event string) int {
