@@ -1,18 +1,25 @@
 // Package transfer implements the RPC file transfer of §3.7 (`__file_chunk`): chunks are
-// appended to a private file per key; keys are owned by the connection that wrote them and
-// deleted when it closes, or when a consuming action takes the file.
+// appended to a private file per key in a directory of the connection's own; keys are owned
+// by the connection that wrote them and deleted when it closes, or when a consuming action
+// takes the file.
 package transfer
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
 )
@@ -25,13 +32,18 @@ const (
 
 var keyPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$`)
 
-// Store holds one connection's transfers.
+// Store holds one connection's transfers, in a private directory of its own under the
+// storage directory: keys are scoped to the connection, so no other connection can take,
+// append to or replace them.
 type Store struct {
-	dir      string
 	maxBytes int64 // snapshot of limits.max_rpc_file_bytes at connection time
+	base     int   // storage directory (checked to be boxd's own)
+	name     string
+	dir      int // this connection's directory in base
 
-	mu    sync.Mutex
-	owned map[string]int64 // key -> bytes written
+	mu     sync.Mutex
+	owned  map[string]int64 // key -> bytes written
+	closed bool
 }
 
 // DefaultDir is LANGBOT_PLUGIN_FILE_STORAGE_DIR, else <tmp>/lbp-rpc (boxd runs with a
@@ -43,12 +55,67 @@ func DefaultDir() string {
 	return filepath.Join(os.TempDir(), "lbp-rpc")
 }
 
-// NewStore creates the storage directory (mode 0700).
-func NewStore(dir string, maxBytes int) (*Store, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create file transfer directory %s: %w", dir, err)
+const dirFix = "set LANGBOT_PLUGIN_FILE_STORAGE_DIR (or TMPDIR) to a directory only boxd's user can write, or remove it"
+
+// openStorageDir creates dir (mode 0700) when missing and opens it, refusing a directory that
+// another user could have planted or can write into: a symbolic link, a non-directory, one
+// owned by another uid, or one writable by group or others. The checks are made on the opened
+// handle, so the directory cannot be swapped after them.
+func openStorageDir(dir string) (int, error) {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return -1, fmt.Errorf("create the parent of file transfer directory %s: %w (%s)", dir, err, dirFix)
 	}
-	return &Store{dir: dir, maxBytes: int64(maxBytes), owned: map[string]int64{}}, nil
+	if err := unix.Mkdir(dir, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+		return -1, fmt.Errorf("create file transfer directory %s: %w (%s)", dir, err, dirFix)
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		var st unix.Stat_t
+		switch {
+		case unix.Lstat(dir, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK:
+			return -1, fmt.Errorf("file transfer directory %s is a symbolic link (%s)", dir, dirFix)
+		case errors.Is(err, unix.ENOTDIR):
+			return -1, fmt.Errorf("file transfer directory %s is not a directory (%s)", dir, dirFix)
+		}
+		return -1, fmt.Errorf("open file transfer directory %s: %w (%s)", dir, err, dirFix)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("stat file transfer directory %s: %w", dir, err)
+	}
+	switch uid := uint32(os.Geteuid()); {
+	case st.Uid != uid:
+		unix.Close(fd)
+		return -1, fmt.Errorf("file transfer directory %s is owned by uid %d, not by boxd (uid %d) (%s)", dir, st.Uid, uid, dirFix)
+	case st.Mode&0o022 != 0:
+		unix.Close(fd)
+		return -1, fmt.Errorf("file transfer directory %s is writable by group or others (mode %04o) (%s)", dir, st.Mode&0o777, dirFix)
+	}
+	return fd, nil
+}
+
+// NewStore opens the storage directory (see openStorageDir) and makes the connection's own
+// directory in it.
+func NewStore(dir string, maxBytes int) (*Store, error) {
+	base, err := openStorageDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	name := "conn-" + hex.EncodeToString(id[:])
+	if err := unix.Mkdirat(base, name, 0o700); err != nil {
+		unix.Close(base)
+		return nil, fmt.Errorf("create connection directory in %s: %w", dir, err)
+	}
+	own, err := unix.Openat(base, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		_ = unix.Unlinkat(base, name, unix.AT_REMOVEDIR)
+		unix.Close(base)
+		return nil, fmt.Errorf("open connection directory in %s: %w", dir, err)
+	}
+	return &Store{maxBytes: int64(maxBytes), base: base, name: name, dir: own, owned: map[string]int64{}}, nil
 }
 
 func validKey(k string) bool {
@@ -109,13 +176,12 @@ func (s *Store) Chunk(data json.RawMessage) error {
 	if written+int64(len(raw)) > s.maxBytes {
 		return rpc.Errorf(rpc.ValueError, "File transfer exceeds the configured size limit")
 	}
-	flags := os.O_WRONLY | os.O_CREATE | os.O_APPEND
-	if idx == 0 {
-		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if s.closed {
+		return rpc.Errorf(rpc.ValueError, "File transfer is not available on this connection")
 	}
-	f, err := os.OpenFile(filepath.Join(s.dir, key), flags, 0o600)
+	f, err := s.open(key, idx == 0 || !owned)
 	if err != nil {
-		return fmt.Errorf("open transfer file %s: %w", key, err)
+		return err
 	}
 	defer f.Close()
 	if _, err := f.Write(raw); err != nil {
@@ -125,34 +191,72 @@ func (s *Store) Chunk(data json.RawMessage) error {
 	return nil
 }
 
-// Take reads a completed transfer and deletes it (consuming actions, e.g. skill zip installs).
+// open opens key's file in the connection's directory for appending; fresh replaces it by a
+// new file (the first chunk), created exclusively and never through a symbolic link.
+func (s *Store) open(key string, fresh bool) (*os.File, error) {
+	flags := unix.O_WRONLY | unix.O_APPEND | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	if fresh {
+		if err := unix.Unlinkat(s.dir, key, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("replace transfer file %s: %w", key, err)
+		}
+		flags |= unix.O_CREAT | unix.O_EXCL
+	}
+	fd, err := unix.Openat(s.dir, key, flags, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open transfer file %s: %w", key, err)
+	}
+	return os.NewFile(uintptr(fd), key), nil
+}
+
+// Take reads a completed transfer of this connection and deletes it (consuming actions, e.g.
+// skill zip installs).
 func (s *Store) Take(key string) ([]byte, error) {
 	if !validKey(key) {
 		return nil, rpc.Errorf(rpc.ValueError, "Invalid file transfer key")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := filepath.Join(s.dir, key)
-	defer os.Remove(p)
+	notFound := rpc.Errorf(rpc.ValueError, "File transfer %s not found", key)
+	if _, owned := s.owned[key]; !owned || s.closed {
+		return nil, notFound
+	}
 	delete(s.owned, key)
-	st, err := os.Stat(p)
+	defer func() { _ = unix.Unlinkat(s.dir, key, 0) }()
+	fd, err := unix.Openat(s.dir, key, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, rpc.Errorf(rpc.ValueError, "File transfer %s not found", key)
+		return nil, notFound
+	}
+	f := os.NewFile(uintptr(fd), key)
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return nil, notFound
 	}
 	if st.Size() > s.maxBytes {
 		return nil, rpc.Errorf(rpc.ValueError, "File transfer exceeds the configured size limit")
 	}
-	return os.ReadFile(p)
+	data, err := io.ReadAll(io.LimitReader(f, s.maxBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read transfer file %s: %w", key, err)
+	}
+	return data, nil
 }
 
-// Close deletes every file the connection still owns.
+// Close deletes every file the connection still owns, and its directory.
 func (s *Store) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
 	for k := range s.owned {
-		_ = os.Remove(filepath.Join(s.dir, k))
+		_ = unix.Unlinkat(s.dir, k, 0)
 	}
 	s.owned = map[string]int64{}
+	unix.Close(s.dir)
+	_ = unix.Unlinkat(s.base, s.name, unix.AT_REMOVEDIR)
+	unix.Close(s.base)
 }
 
 type ctxKey struct{}
