@@ -62,6 +62,7 @@ func All() []Check {
 		{"box-e2b-no-host-access", "e2b backend => no hostPath and no Docker socket", checkE2B},
 		{"control-tokens", "both ends of each control token read the same Secret key", checkTokens},
 		{"image-tags", "no image uses `latest` or no tag", checkImages},
+		{"secret-refs", "every secretKeyRef names a Secret and a key; LangBot's secrets never as plain env or ConfigMap data", checkSecretRefs},
 	}
 }
 
