@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/mounts"
@@ -68,6 +69,31 @@ type Config struct {
 	// ExecAgent (`docker.exec_agent`, off by default) runs sandbox commands through boxd's
 	// in-sandbox exec agent instead of one Engine API exec each (see boxd/README.md).
 	ExecAgent bool
+	// SandboxUser (`docker.user`, "" by default = the image's user, root for most images) is
+	// "<uid>" or "<uid>:<gid>": sandboxes and every command in them run as that user.
+	SandboxUser string
+	// Initialized is set once a configuration was applied (box_init, or LANGBOT_BOX_CONFIG at
+	// start-up): until then no allowed mount roots are known and sandbox actions are refused.
+	Initialized bool
+}
+
+// sandboxUser matches "<uid>" or "<uid>:<gid>".
+var sandboxUser = regexp.MustCompile(`^[0-9]{1,10}(:[0-9]{1,10})?$`)
+
+// parseSandboxUser reads docker.user.
+func parseSandboxUser(v any) (string, error) {
+	if v == nil {
+		return "", nil
+	}
+	s, ok := v.(string)
+	if n, isNum := v.(json.Number); isNum {
+		s, ok = n.String(), true
+	}
+	s = strings.TrimSpace(s)
+	if !ok || (s != "" && !sandboxUser.MatchString(s)) {
+		return "", rpc.Errorf(rpc.ValueError, `box.docker.user must be "<uid>" or "<uid>:<gid>" in numbers (e.g. "1000:1000"), or empty for the image's user`)
+	}
+	return s, nil
 }
 
 // Default is the configuration before any box_init.
@@ -96,6 +122,10 @@ func (c Config) Apply(payload map[string]any, cwd string) (Config, error) {
 	next.Backend, _ = raw["backend"].(string)
 	next.Backend = strings.TrimSpace(next.Backend)
 	docker, _ := raw["docker"].(map[string]any)
+	if next.SandboxUser, err = parseSandboxUser(docker["user"]); err != nil {
+		return c, err
+	}
+	next.Initialized = true
 	next.CPULimitEnabled = truthy(docker["cpu_limit_enabled"], true)
 	next.Hardening = truthy(docker["hardening"], true)
 	next.ExecAgent = truthy(docker["exec_agent"], false)
@@ -236,7 +266,7 @@ func (c Config) EnsureDefaultWorkspace() error {
 	}
 	for _, r := range c.Paths.AllowedMountRoots {
 		if mounts.Within(dw, r) {
-			if err := os.MkdirAll(dw, 0o755); err != nil {
+			if err := mounts.MkdirAll(dw); err != nil {
 				return rpc.Errorf(rpc.BoxValidationError, "create box.local.default_workspace %s: %v", dw, err)
 			}
 			return nil

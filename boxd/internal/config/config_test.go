@@ -65,3 +65,32 @@ func TestPathsAndDefaultWorkspace(t *testing.T) {
 	require.NoError(t, err)
 	assert.ErrorContains(t, outside.EnsureDefaultWorkspace(), "BoxValidationError: box.local.default_workspace is outside allowed_mount_roots")
 }
+
+func TestSandboxUserAndInitialized(t *testing.T) {
+	assert.False(t, Default().Initialized, "no configuration before box_init")
+	cases := []struct {
+		in, want, err string
+	}{
+		{`{}`, "", ""},
+		{`{"docker":{"user":"1000"}}`, "1000", ""},
+		{`{"docker":{"user":" 1000:1000 "}}`, "1000:1000", ""},
+		{`{"docker":{"user":1000}}`, "1000", ""},
+		{`{"docker":{"user":""}}`, "", ""},
+		{`{"docker":{"user":"nobody"}}`, "", "box.docker.user must be"},
+		{`{"docker":{"user":"1000:"}}`, "", "box.docker.user must be"},
+		{`{"docker":{"user":true}}`, "", "box.docker.user must be"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.in, func(t *testing.T) {
+			c, err := Default().Apply(payload(t, tc.in), "/")
+			if tc.err != "" {
+				assert.ErrorContains(t, err, "ValueError: "+tc.err)
+				assert.False(t, c.Initialized, "nothing applied on failure")
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, c.SandboxUser)
+			assert.True(t, c.Initialized)
+		})
+	}
+}

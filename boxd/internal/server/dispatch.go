@@ -106,6 +106,9 @@ func (s *Server) dispatch(ctx context.Context, req rpc.Request) rpc.Response {
 	if tctx.Instance != trusted {
 		return rpc.Failure(req.SeqID, mismatch)
 	}
+	if err := s.requireInit(name); err != nil {
+		return rpc.Failure(req.SeqID, err)
+	}
 	s.audit.Learn(tctx)
 	c := call{data: req.Data, ctx: tctx}
 	if a.class == tenantSandbox && s.adm.Required() {
