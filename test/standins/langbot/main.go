@@ -1,217 +1,188 @@
-// Command langbot is the offline stand-in for the LangBot image in end-to-end tests. It serves
-// the web port for probes and, using only the environment the chart gives LangBot, does what
-// LangBot does at start: connects to the Box through BOX__RUNTIME__ENDPOINT with LangBot's
-// headers, sends box_init with the config LangBot derives from BOX__LOCAL__*, writes a file into
-// its tenant workspace under the shared root, creates a session on it and runs `cat` on the file
-// in the sandbox; then, as LangBot's skills page and `activate` tool do, creates a skill in the
-// Box's skill store, writes a script into it and runs that script in the session with the skill
-// mounted read-only at /workspace/.skills/<name>. GET /status reports the outcome as JSON (also
-// logged).
+// Command langbot is the offline stand-in for the LangBot image (LangBot 4.10.8,
+// `uv run --no-sync main.py` in rockchin/langbot) in end-to-end tests. It reads the settings the
+// chart gives LangBot the way LangBot reads them (env overrides of data/config.yaml,
+// pkg/core/stages/load_config.py), answers on the web port exactly what LangBot answers on
+// the paths the chart and its users touch, and does at start what LangBot does with those
+// settings:
+//
+//   - database.use=postgresql: connects with the URL or host/port/user/password/database the
+//     chart set and proves it by creating a table, inserting a row and reading it back; a
+//     failure stops the process before the web port opens, as LangBot's start-up does
+//     (pkg/core/stages/build_app.py initialises persistence before the HTTP controller);
+//   - plugin.enable: dials plugin.runtime_ws_url with the control token header and pings;
+//   - box.enabled: dials the Box at box.runtime.endpoint + /rpc/ws, sends box_init, runs `cat`
+//     on a file of its tenant workspace in a sandbox and runs a skill from its read-only mount.
+//
+// Outcomes go to the log (one "stand-in outcome" line per change) and to
+// <data root>/standin-outcome.json, which the end-to-end suite reads from the node; nothing
+// of it is served over HTTP, because LangBot has no such endpoint. Paths cited are under
+// src/langbot/ of LangBot at tag v4.10.8.
 package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"sync"
+	"syscall"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"github.com/langbot-k8s/langbot-k8s/test/standins/internal/standin"
 )
-
-const (
-	instance  = "instance_standin"
-	workspace = "standin-workspace"
-	content   = "written by the langbot stand-in"
-	skillName = "standin-skill"
-	skillSays = "hello from a skill"
-)
-
-type outcome struct {
-	mu       sync.Mutex
-	Box      string         `json:"box"` // disabled | pending | ok | failed
-	Detail   string         `json:"detail"`
-	Exec     map[string]any `json:"exec,omitempty"`
-	File     string         `json:"file,omitempty"`
-	Skill    map[string]any `json:"skill,omitempty"`
-	Attempts int            `json:"attempts"`
-}
 
 func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	out := &outcome{Box: "disabled"}
-	if os.Getenv("BOX__ENABLED") == "true" && os.Getenv("BOX__BACKEND") != "e2b" {
-		out.Box = "pending"
-		go exerciseBox(log, out)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
-		out.mu.Lock()
-		defer out.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(out)
-	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("langbot stand-in\n")) })
-	log.Info("langbot stand-in listening on :5300")
-	if err := http.ListenAndServe(":5300", mux); err != nil {
-		log.Error("serve", "err", err)
+	if err := run(log); err != nil {
+		log.Error("LangBot stand-in failed to start", "err", err)
 		os.Exit(1)
 	}
 }
 
-func namespace() string {
-	sum := sha256.Sum256([]byte(instance + "\x00" + workspace))
-	return "ws-" + hex.EncodeToString(sum[:])[:24]
+func run(log *slog.Logger) error {
+	target, err := standin.UVRun(os.Args[1:])
+	if err != nil {
+		return err
+	}
+	// main.py (langbot/__main__.py): --standalone-runtime and --debug; the chart passes none.
+	if target[0] != "main.py" || len(target) > 1 {
+		return fmt.Errorf("this is the LangBot stand-in: it runs `main.py` without options, got %q", target)
+	}
+	cfg, err := loadConfig()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	out := newOutcome(log, filepath.Join(dataRoot(), "standin-outcome.json"))
+
+	// pkg/core/stages/build_app.py: persistence first; an error ends the start-up.
+	db, err := proveDatabase(ctx, cfg.database)
+	out.set(func(o *outcomeData) { o.Database = db })
+	if err != nil {
+		return fmt.Errorf("database %s: %w", cfg.database.use, err)
+	}
+	if cfg.pluginEnable {
+		go connectPluginRuntime(ctx, log, cfg, out)
+	} else {
+		// pkg/plugin/connector.py initialize: "Plugin system is disabled."
+		out.set(func(o *outcomeData) { o.PluginRuntime = map[string]any{"state": "disabled"} })
+	}
+	switch {
+	case !cfg.boxEnabled:
+		out.set(func(o *outcomeData) { o.Box.State = "disabled" })
+	case cfg.boxBackend == "e2b":
+		// The e2b backend runs sandboxes remotely; the stand-in has no e2b account to use.
+		out.set(func(o *outcomeData) { o.Box.State = "e2b (not exercised)" })
+	default:
+		out.set(func(o *outcomeData) { o.Box.State = "pending" })
+		go exerciseBox(ctx, log, cfg, out)
+	}
+
+	addr := net.JoinHostPort(standin.BindHost(), strconv.Itoa(cfg.apiPort))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on api.port %s: %w", addr, err)
+	}
+	log.Info("LangBot stand-in listening", "addr", addr)
+	srv := &http.Server{Handler: webHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve %s: %w", addr, err)
+	}
+	return nil
 }
 
-// exerciseBox retries (the box may become ready after langbot) until one full round succeeds.
-func exerciseBox(log *slog.Logger, out *outcome) {
-	for {
-		out.mu.Lock()
-		out.Attempts++
-		out.mu.Unlock()
-		res, file, skill, err := roundTrip()
-		out.mu.Lock()
-		if err == nil {
-			out.Box, out.Detail, out.Exec, out.File, out.Skill = "ok", "cat ran in a sandbox and printed the file; a skill ran from its read-only mount", res, file, skill
-			out.mu.Unlock()
-			log.Info("box round trip ok", "stdout", res["stdout"], "file", file)
-			return
-		}
-		out.Box, out.Detail = "failed", err.Error()
-		out.mu.Unlock()
-		log.Warn("box round trip failed, retrying", "err", err)
-		time.Sleep(2 * time.Second)
+// dataRoot follows pkg/utils/paths.py get_data_root for the installed image: LANGBOT_DATA_ROOT,
+// else <working directory>/data (/app/data in the image).
+func dataRoot() string {
+	if r := strings.TrimSpace(os.Getenv("LANGBOT_DATA_ROOT")); r != "" {
+		return r
 	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return "data"
+	}
+	return filepath.Join(wd, "data")
 }
 
-func roundTrip() (map[string]any, string, map[string]any, error) {
-	endpoint := strings.TrimSuffix(os.Getenv("BOX__RUNTIME__ENDPOINT"), "/")
-	h := http.Header{}
-	h.Set("X-LangBot-Instance-Id", instance)
-	if tok := os.Getenv("LANGBOT_BOX_CONTROL_TOKEN"); tok != "" {
-		h.Set("X-LangBot-Box-Control-Token", tok)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	ws, resp, err := websocket.DefaultDialer.DialContext(ctx, endpoint+"/rpc/ws", h)
-	if err != nil {
-		return nil, "", nil, fmt.Errorf("connect %s/rpc/ws: %w", endpoint, err)
-	}
-	resp.Body.Close()
-	defer ws.Close()
-	seq := 0
-	call := func(action string, data any, withCtx bool) (map[string]any, error) {
-		seq++
-		req := map[string]any{"seq_id": seq, "action": action, "data": data}
-		if withCtx {
-			req["context"] = map[string]any{"instance_uuid": instance, "workspace_uuid": workspace, "placement_generation": 1}
-		}
-		if err := ws.WriteJSON(req); err != nil {
-			return nil, err
-		}
-		_ = ws.SetReadDeadline(time.Now().Add(90 * time.Second))
-		var r struct {
-			Code    int            `json:"code"`
-			Message string         `json:"message"`
-			Data    map[string]any `json:"data"`
-		}
-		if err := ws.ReadJSON(&r); err != nil {
-			return nil, err
-		}
-		if r.Code != 0 {
-			return nil, fmt.Errorf("%s: %s", action, r.Message)
-		}
-		return r.Data, nil
-	}
-	if _, err := call("__ping", map[string]any{}, false); err != nil {
-		return nil, "", nil, err
-	}
-	roots := strings.Split(os.Getenv("BOX__LOCAL__ALLOWED_MOUNT_ROOTS"), ",")
-	local := map[string]any{"host_root": os.Getenv("BOX__LOCAL__HOST_ROOT"), "default_workspace": os.Getenv("BOX__LOCAL__DEFAULT_WORKSPACE"),
-		"skills_root": os.Getenv("BOX__LOCAL__SKILLS_ROOT"), "allowed_mount_roots": roots}
-	if _, err := call("box_init", map[string]any{"enabled": true, "backend": "local", "local": local,
-		"docker": map[string]any{"cpu_limit_enabled": os.Getenv("BOX__DOCKER__CPU_LIMIT_ENABLED") != "false"}}, false); err != nil {
-		return nil, "", nil, err
-	}
-	dir := filepath.Join(os.Getenv("BOX__LOCAL__DEFAULT_WORKSPACE"), "tenants", namespace())
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, "", nil, fmt.Errorf("create tenant workspace: %w", err)
-	}
-	file := filepath.Join(dir, "hello.txt")
-	if err := os.WriteFile(file, []byte(content+"\n"), 0o644); err != nil {
-		return nil, "", nil, fmt.Errorf("write %s: %w", file, err)
-	}
-	image := os.Getenv("STANDIN_SANDBOX_IMAGE")
-	if image == "" {
-		image = "langbot-k8s/sandbox:local"
-	}
-	spec := map[string]any{"session_id": "standin", "image": image, "host_path": dir, "host_path_mode": "rw",
-		"mount_path": "/workspace", "workdir": "/workspace", "timeout_sec": 60}
-	if _, err := call("box_create_session", spec, true); err != nil {
-		return nil, "", nil, err
-	}
-	spec["cmd"] = "cat /workspace/hello.txt"
-	res, err := call("box_exec", spec, true)
-	if err != nil {
-		return nil, "", nil, err
-	}
-	if res["stdout"] != content {
-		return nil, "", nil, fmt.Errorf("cat printed %q, want %q (exit %v, stderr %q)", res["stdout"], content, res["exit_code"], res["stderr"])
-	}
-	skill, err := runSkill(call, spec)
-	if err != nil {
-		return nil, "", nil, err
-	}
-	return res, file, skill, nil
+// config is the part of data/config.yaml (templates/config.yaml defaults) the stand-in reads,
+// after the environment overrides of load_config.py _apply_env_overrides_to_config.
+type config struct {
+	apiPort         int
+	pluginEnable    bool
+	runtimeWSURL    string
+	runtimeToken    string
+	boxEnabled      bool
+	boxBackend      string
+	boxEndpoint     string
+	boxToken        string
+	database        dbConfig
+	blockingWorkers int
 }
 
-// runSkill creates the stand-in's skill (once), writes its script, and runs the script in the
-// session with the skill mounted read-only where LangBot mounts skills.
-func runSkill(call func(string, any, bool) (map[string]any, error), spec map[string]any) (map[string]any, error) {
-	got, err := call("box_get_skill", map[string]any{"name": skillName}, true)
+func loadConfig() (config, error) {
+	c := config{
+		apiPort:      5300,
+		pluginEnable: envBool("PLUGIN__ENABLE", true),
+		runtimeWSURL: envString("PLUGIN__RUNTIME_WS_URL", "ws://langbot_plugin_runtime:5400/control/ws"),
+		// pkg/plugin/connector.py and pkg/box/connector.py read the tokens from these variables.
+		runtimeToken: strings.TrimSpace(os.Getenv("LANGBOT_PLUGIN_RUNTIME_CONTROL_TOKEN")),
+		boxEnabled:   envBool("BOX__ENABLED", true),
+		boxBackend:   envString("BOX__BACKEND", "local"),
+		boxEndpoint:  envString("BOX__RUNTIME__ENDPOINT", ""),
+		boxToken:     strings.TrimSpace(os.Getenv("LANGBOT_BOX_CONTROL_TOKEN")),
+	}
+	var err error
+	// api.port: an int in the template, so the override is converted (convert_value); a value
+	// that is not an int stays a string and the HTTP server cannot bind it.
+	if c.apiPort, err = standin.BoundedInt("API__PORT", 5300, 1, 65535); err != nil {
+		return c, err
+	}
+	// system.blocking_executor.* (utils/bounded_executor.py, same limits as the runtime's).
+	if c.blockingWorkers, err = standin.BoundedInt("SYSTEM__BLOCKING_EXECUTOR__MAX_WORKERS", 8, 1, 64); err != nil {
+		return c, err
+	}
+	if _, err = standin.BoundedInt("SYSTEM__BLOCKING_EXECUTOR__MAX_PENDING", 128, 0, 4096); err != nil {
+		return c, err
+	}
+	fair := max(1, c.blockingWorkers/2)
+	scope, err := standin.BoundedInt("SYSTEM__BLOCKING_EXECUTOR__MAX_INFLIGHT_PER_SCOPE", min(4, fair), 1, 4096)
 	if err != nil {
-		return nil, err
+		return c, err
 	}
-	if got["skill"] == nil {
-		if _, err := call("box_create_skill", map[string]any{"skill": map[string]any{"name": skillName,
-			"description": "the stand-in's skill", "instructions": "Run run.sh."}}, true); err != nil {
-			return nil, err
-		}
+	if scope > fair {
+		return c, fmt.Errorf("SYSTEM__BLOCKING_EXECUTOR__MAX_INFLIGHT_PER_SCOPE=%d must not exceed half of max_workers (%d)", scope, fair)
 	}
-	if _, err := call("box_write_skill_file", map[string]any{"name": skillName, "path": "run.sh", "content": "echo " + skillSays + "\n"}, true); err != nil {
-		return nil, err
+	c.database, err = loadDBConfig()
+	return c, err
+}
+
+// envBool is load_config.py convert_value for a boolean default: true, 1, yes, on (any case).
+func envBool(name string, def bool) bool {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
 	}
-	got, err = call("box_get_skill", map[string]any{"name": skillName}, true)
-	if err != nil {
-		return nil, err
+	switch strings.ToLower(v) {
+	case "true", "1", "yes", "on":
+		return true
 	}
-	sk, _ := got["skill"].(map[string]any)
-	root, _ := sk["package_root"].(string)
-	if root == "" {
-		return nil, fmt.Errorf("box_get_skill %s: no package_root in %v", skillName, got)
+	return false
+}
+
+func envString(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
 	}
-	mount := "/workspace/.skills/" + skillName
-	run := map[string]any{}
-	for k, v := range spec {
-		run[k] = v
-	}
-	run["extra_mounts"] = []any{map[string]any{"host_path": root, "mount_path": mount, "mode": "ro"}}
-	run["skill_name"] = skillName
-	run["cmd"] = "sh " + mount + "/run.sh"
-	res, err := call("box_exec", run, true)
-	if err != nil {
-		return nil, err
-	}
-	if res["stdout"] != skillSays {
-		return nil, fmt.Errorf("the skill printed %q, want %q (exit %v, stderr %q)", res["stdout"], skillSays, res["exit_code"], res["stderr"])
-	}
-	return map[string]any{"name": skillName, "package_root": root, "mount": mount, "stdout": res["stdout"]}, nil
+	return def
 }
