@@ -75,9 +75,13 @@ func main() {
 	// runtime/app.py: the control server exists only without --stdio-control; the debug server
 	// always. The stand-in has no stdio control channel (the chart never uses -s).
 	if !a.stdioControl {
-		go func() { errs <- serve(ctx, log, net.JoinHostPort(host, strconv.Itoa(a.controlPort)), &handler{log: log, kind: "control", token: token}) }()
+		go func() {
+			errs <- serve(ctx, log, net.JoinHostPort(host, strconv.Itoa(a.controlPort)), &handler{log: log, kind: "control", token: token})
+		}()
 	}
-	go func() { errs <- serve(ctx, log, net.JoinHostPort(host, strconv.Itoa(a.debugPort)), &handler{log: log, kind: "debug"}) }()
+	go func() {
+		errs <- serve(ctx, log, net.JoinHostPort(host, strconv.Itoa(a.debugPort)), &handler{log: log, kind: "debug"})
+	}()
 	select {
 	case <-ctx.Done():
 		log.Info("plugin runtime stand-in stopping")
