@@ -168,16 +168,27 @@ func (b *Backend) warnOnce(msg string) {
 // binary under host_root when needed; ok is false (and the reason logged once) when the
 // sandbox has to do without.
 func (b *Backend) agentMount() (mount.Mount, bool) {
+	m, err := b.agentSource()
+	if err != nil {
+		b.warnOnce("LangBot Box exec agent unavailable, sandboxes use docker exec: " + err.Error())
+		return mount.Mount{}, false
+	}
+	return m, true
+}
+
+// agentSource is agentMount without the fallback: the error says why there is no agent.
+// Sandboxes with bind mounts need it whatever box.docker.exec_agent says (Start verifies
+// their mounts with it).
+func (b *Backend) agentSource() (mount.Mount, error) {
 	root := ""
 	if b.opts.HostRoot != nil {
 		root = b.opts.HostRoot()
 	}
 	src, err := b.installAgent(root)
 	if err != nil {
-		b.warnOnce("LangBot Box exec agent unavailable, sandboxes use docker exec: " + err.Error())
-		return mount.Mount{}, false
+		return mount.Mount{}, err
 	}
-	return mount.Mount{Type: mount.TypeBind, Source: src, Target: AgentPath, ReadOnly: true}, true
+	return mount.Mount{Type: mount.TypeBind, Source: src, Target: AgentPath, ReadOnly: true}, nil
 }
 
 // installAgent places the agent binary under root (see the comment at the top) and returns

@@ -195,9 +195,9 @@ func TestExecAgentFallsBackToDockerExec(t *testing.T) {
 		after func(on *bool) // between Start and Exec
 		log   string         // logged once
 	}{
-		{"host_root unset", func(o *Options, _ *bool) { o.AgentBinary = agentBinary }, nil,
+		{"host_root unset", func(o *Options, _ *bool) { o.HostRoot = nil }, nil,
 			"exec agent unavailable, sandboxes use docker exec: box.local.host_root is not set"},
-		{"no agent binary", func(o *Options, _ *bool) { o.HostRoot = func() string { return t.TempDir() } }, nil,
+		{"no agent binary", func(o *Options, _ *bool) { o.AgentBinary = "" }, nil,
 			"exec agent unavailable, sandboxes use docker exec: no boxagent binary"},
 		{"the agent does not start", func(o *Options, _ *bool) {
 			root := t.TempDir()

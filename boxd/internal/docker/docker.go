@@ -80,12 +80,16 @@ type Options struct {
 	// AgentBinary is the boxagent binary on boxd's file system ("" = no agent); see
 	// DefaultAgentBinary.
 	AgentBinary string
+	// SandboxUser reports box.docker.user (read at every Start; nil or "" = the image's user,
+	// root for most images): "<uid>" or "<uid>:<gid>" the sandbox and its commands run as.
+	SandboxUser func() string
 	Logger      *slog.Logger
 }
 
 // settings are the box_init-controlled knobs, changed while sessions start.
 type settings struct {
 	cpuLimit, hardening bool
+	user                string // the sandbox user (Options.SandboxUser), "" = the image's
 }
 
 // Backend talks to one Docker Engine. It is safe for concurrent use.
@@ -141,6 +145,13 @@ func (b *Backend) Configure(cpuLimit, hardening bool) {
 	if !cpuLimit && was {
 		b.log.Warn("Docker sandbox CPU limit is disabled by config (box.docker.cpu_limit_enabled=false); containers will be started without --cpus.")
 	}
+}
+
+func (b *Backend) sandboxUser() string {
+	if b.opts.SandboxUser == nil {
+		return ""
+	}
+	return b.opts.SandboxUser()
 }
 
 func (b *Backend) settings() settings {
@@ -230,7 +241,7 @@ func containerConfig(spec backend.SessionSpec, binds []backend.Mount, set settin
 	if scope != "" {
 		labels[LabelScope] = scope
 	}
-	cfg := &container.Config{Image: spec.Image, Cmd: []string{"sh", "-lc", KeepAlive}, Labels: labels}
+	cfg := &container.Config{Image: spec.Image, Cmd: []string{"sh", "-lc", KeepAlive}, Labels: labels, User: set.user}
 	pids := int64(spec.PidsLimit)
 	hc := &container.HostConfig{
 		AutoRemove: !spec.Persistent,
@@ -256,38 +267,76 @@ func containerConfig(spec backend.SessionSpec, binds []backend.Mount, set settin
 	return cfg, hc, nil
 }
 
-// Start validates the mounts, creates the workspace directory, makes sure the image is
-// present (pulling it within PullTimeout) and creates + starts the container.
+// wants lists the bind mounts of spec to prepare: the workspace (created when missing) first,
+// when its mode is not none, then every extra mount.
+func wants(spec backend.SessionSpec) []mounts.Want {
+	var ws []mounts.Want
+	for i, m := range allMounts(spec) {
+		ws = append(ws, mounts.Want{Mount: m, Create: i == 0 && spec.HostPath != "" && spec.HostPathMode != backend.MountNone})
+	}
+	return ws
+}
+
+// policy is the mount policy in force: box_init's roots and host_root, and the engine's socket.
+func (b *Backend) policy() mounts.Policy {
+	p := mounts.Policy{Roots: b.opts.AllowedMountRoots(), Sockets: engineSockets(b.cli.DaemonHost(), os.Getenv(client.EnvOverrideHost))}
+	if b.opts.HostRoot != nil {
+		p.HostRoot = b.opts.HostRoot()
+	}
+	return p
+}
+
+// engineSockets are the unix socket paths among the engine addresses boxd is configured with.
+func engineSockets(hosts ...string) []string {
+	var out []string
+	for _, h := range hosts {
+		if p, ok := strings.CutPrefix(h, "unix://"); ok && p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Start validates and opens the mount sources (creating the workspace directory), makes sure
+// the image is present (pulling it within PullTimeout), creates + starts the container and,
+// when it has bind mounts, verifies inside it that each mount target is the directory that
+// was validated (see verifyMounts) before the sandbox is handed out.
 func (b *Backend) Start(ctx context.Context, spec backend.SessionSpec) (backend.Handle, error) {
+	pol := b.policy()
 	if spec.HostPath != "" {
 		// §10.1 applies to host_path whatever its mode, with the reference's message.
-		if err := mounts.CheckBlocked(spec.HostPath); err != nil {
+		if err := pol.CheckBlocked(spec.HostPath); err != nil {
 			return backend.Handle{}, err
 		}
 	}
-	roots := b.opts.AllowedMountRoots()
-	if _, err := mounts.Validate(allMounts(spec), roots); err != nil {
-		return backend.Handle{}, err
-	}
-	if spec.HostPath != "" && spec.HostPathMode != backend.MountNone {
-		if err := os.MkdirAll(spec.HostPath, 0o755); err != nil {
-			return backend.Handle{}, backendErr(fmt.Errorf("create host_path %s: %w", spec.HostPath, err))
-		}
-	}
-	// Again now that the workspace exists: the resolved paths are what gets mounted.
-	binds, err := mounts.Validate(allMounts(spec), roots)
+	srcs, err := mounts.Prepare(wants(spec), pol)
 	if err != nil {
-		return backend.Handle{}, err
+		if _, ok := err.(*backend.ValidationError); ok {
+			return backend.Handle{}, err
+		}
+		return backend.Handle{}, backendErr(err)
 	}
+	defer srcs.Close()
 	if err := b.ensureImage(ctx, spec.Image); err != nil {
 		return backend.Handle{}, backendErr(err)
 	}
-	cfg, hc, err := containerConfig(spec, binds, b.settings(), b.opts.InstanceID, b.opts.Scope)
+	set := b.settings()
+	set.user = b.sandboxUser()
+	cfg, hc, err := containerConfig(spec, srcs.Mounts(), set, b.opts.InstanceID, b.opts.Scope)
 	if err != nil {
 		return backend.Handle{}, backendErr(err)
 	}
+	// The agent is mounted for commands when box.docker.exec_agent is on, and for verifying
+	// the bind mounts whenever there are some.
 	withAgent, agentOn := false, b.agentOn()
-	if agentOn {
+	switch {
+	case len(srcs) > 0:
+		m, err := b.agentSource()
+		if err != nil {
+			return backend.Handle{}, backendErr(fmt.Errorf("bind mounts are verified inside the sandbox with boxd's agent, which is unavailable: %w", err))
+		}
+		hc.Mounts, withAgent = append(hc.Mounts, m), true
+	case agentOn:
 		var m mount.Mount
 		if m, withAgent = b.agentMount(); withAgent {
 			hc.Mounts = append(hc.Mounts, m)
@@ -302,16 +351,63 @@ func (b *Backend) Start(ctx context.Context, spec backend.SessionSpec) (backend.
 		return backend.Handle{}, backendErr(err)
 	}
 	if err := b.cli.ContainerStart(cctx, created.ID, container.StartOptions{}); err != nil {
-		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), backend.DefaultStopTimeout)
-		defer rcancel()
-		if rerr := b.cli.ContainerRemove(rctx, created.ID, container.RemoveOptions{Force: true}); rerr != nil && !errdefs.IsNotFound(rerr) {
-			b.log.Warn(fmt.Sprintf("remove container %s after a failed start: %v", name, rerr))
-		}
+		b.removeFailed(ctx, created.ID, name, "a failed start")
 		return backend.Handle{}, backendErr(err)
 	}
-	b.noteStarted(name, withAgent, agentOn)
-	return backend.Handle{ID: name}, nil
+	b.noteStarted(name, withAgent && agentOn, agentOn)
+	h := backend.Handle{ID: name}
+	if err := b.verifyMounts(cctx, h, srcs); err != nil {
+		b.log.Error(fmt.Sprintf("LangBot Box refused a sandbox whose mounts are not what was validated: session_id=%s container=%s: %v", spec.PhysicalID, name, err))
+		b.forget(name)
+		b.removeFailed(ctx, created.ID, name, "a failed mount check")
+		return backend.Handle{}, err
+	}
+	return h, nil
 }
+
+// removeFailed force-removes a container that is not handed out (bounded, whatever ctx).
+func (b *Backend) removeFailed(ctx context.Context, id, name, why string) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), backend.DefaultStopTimeout)
+	defer cancel()
+	if err := b.cli.ContainerRemove(rctx, id, container.RemoveOptions{Force: true}); err != nil && !errdefs.IsNotFound(err) {
+		b.log.Warn(fmt.Sprintf("remove container %s after %s: %v", name, why, err))
+	}
+}
+
+// verifyMounts checks, inside the started sandbox and before anything else runs there, that
+// every bind mount target has the device and inode of the source Prepare validated: the
+// engine resolves a source path again when it mounts it, so a path component swapped for a
+// symlink in between would otherwise mount whatever the symlink points to. The check runs
+// boxd's own static agent (`/.boxd-agent stat <targets>`, mounted read-only from host_root),
+// so it works on any image; through the agent connection when the exec agent is on (which
+// then serves the session's first command), through one Engine API exec otherwise. Any
+// failure to verify counts as a mismatch.
+func (b *Backend) verifyMounts(ctx context.Context, h backend.Handle, srcs mounts.Sources) error {
+	if len(srcs) == 0 {
+		return nil
+	}
+	var stdout, stderr limitedBuffer
+	res, err := b.Exec(ctx, h, backend.ExecRequest{Argv: append([]string{AgentPath, "stat"}, srcs.Targets()...), Stdout: &stdout, Stderr: &stderr})
+	switch {
+	case err != nil:
+		return &backend.ValidationError{Message: fmt.Sprintf("the sandbox's mounts could not be verified: %v", err)}
+	case res.ExitCode != 0:
+		return &backend.ValidationError{Message: fmt.Sprintf("the sandbox's mounts could not be verified: %s stat exited with %d: %s", AgentPath, res.ExitCode, Collapse(stderr.String()))}
+	}
+	return srcs.Verify(stdout.String())
+}
+
+// limitedBuffer keeps the first 64 KiB written to it.
+type limitedBuffer struct{ buf []byte }
+
+func (w *limitedBuffer) Write(p []byte) (int, error) {
+	if room := 64<<10 - len(w.buf); room > 0 {
+		w.buf = append(w.buf, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (w *limitedBuffer) String() string { return string(w.buf) }
 
 // ensureImage pulls ref when the engine does not have it. The pull gets its own, longer
 // deadline (PullTimeout) but still ends when the caller gives up.

@@ -84,7 +84,11 @@ func newEnv(t testing.TB) *env {
 // backend returns a Backend of the test's scope with a fresh instance id.
 func (e *env) backend(mod ...func(*Options)) *Backend {
 	e.t.Helper()
+	// As boxd runs after box_init: allowed roots (the tests' directories are under the temporary
+	// directory), a host root of the test's own and the agent, which verifies bind mounts.
+	hostRoot := e.t.TempDir()
 	o := Options{InstanceID: randHex(6), CPULimitEnabled: true, Hardening: true, Scope: e.scope,
+		AllowedMountRoots: func() []string { return []string{os.TempDir()} }, HostRoot: func() string { return hostRoot }, AgentBinary: agentBinary,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	for _, m := range mod {
 		m(&o)
@@ -252,10 +256,11 @@ func TestContainerSettingsVisibleInInspect(t *testing.T) {
 				assert.NotContains(t, o, "seccomp=unconfined", "the default seccomp profile stays on")
 			}
 			assert.Equal(t, []string{"sh", "-lc", KeepAlive}, []string(ins.Config.Cmd))
-			require.Len(t, ins.Mounts, 1)
-			assert.Equal(t, skill, ins.Mounts[0].Source)
-			assert.Equal(t, "/workspace/.skills/pdf", ins.Mounts[0].Destination)
-			assert.False(t, ins.Mounts[0].RW)
+			require.Len(t, ins.Mounts, 2, "the skill and the agent that verified it")
+			i := slices.IndexFunc(ins.Mounts, func(m container.MountPoint) bool { return m.Destination != AgentPath })
+			assert.Equal(t, skill, ins.Mounts[i].Source)
+			assert.Equal(t, "/workspace/.skills/pdf", ins.Mounts[i].Destination)
+			assert.False(t, ins.Mounts[i].RW)
 		}},
 		{"cpu limit off and hardening off", func(o *Options) { o.CPULimitEnabled, o.Hardening = false, false }, func(s *backend.SessionSpec) {
 			s.ReadOnlyRootfs, s.Persistent = false, true
