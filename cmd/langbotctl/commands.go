@@ -51,6 +51,7 @@ func runValidate(ctx context.Context, f *flags, stdout, stderr io.Writer) int {
 		for _, p := range rep.PodSecurity {
 			fmt.Fprintf(stdout, "  %-45s needs Pod Security level %s\n", p.Object, p.Level)
 		}
+		printTokens(stdout, rep)
 	} else {
 		printProblems(stdout, rep)
 	}
@@ -131,4 +132,18 @@ func writeJSON(w io.Writer, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// printTokens says which path each control token is on, and warns about tokens that change on
+// every render (GitOps tools render with helm template, where lookup finds nothing).
+func printTokens(w io.Writer, rep *check.Report) {
+	if len(rep.Tokens) > 0 {
+		fmt.Fprintln(w, "control tokens:")
+	}
+	for _, t := range rep.Tokens {
+		fmt.Fprintf(w, "  %-15s %-16s Secret %s key %s\n", t.Token, t.Source, t.Secret, t.Key)
+	}
+	for _, warn := range rep.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", warn)
+	}
 }

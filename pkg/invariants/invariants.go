@@ -38,15 +38,19 @@ type Release struct {
 	LangBot       *appsv1.Deployment
 	PluginRuntime *appsv1.Deployment
 	Box           *appsv1.Deployment
+	// Values are the complete values the release was rendered with (chart defaults included).
+	// Checks that compare the render with what the values asked for skip when it is nil.
+	Values map[string]any
 }
 
 // NewRelease locates the components of a decoded render by their component label.
-func NewRelease(set *manifest.Set) *Release {
+func NewRelease(set *manifest.Set, vals map[string]any) *Release {
 	return &Release{
 		Set:           set,
 		LangBot:       set.Component("langbot"),
 		PluginRuntime: set.Component("plugin-runtime"),
 		Box:           set.Component("box"),
+		Values:        vals,
 	}
 }
 
@@ -63,12 +67,27 @@ func All() []Check {
 		{"control-tokens", "both ends of each control token read the same Secret key", checkTokens},
 		{"image-tags", "no image uses `latest` or no tag", checkImages},
 		{"secret-refs", "every secretKeyRef names a Secret and a key; LangBot's secrets never as plain env or ConfigMap data", checkSecretRefs},
+		{"image-registry", "global.imageRegistry, when set, is the registry of every image", checkImageRegistry},
+		{"probe-handlers", "every probe has exactly one handler", checkProbeHandlers},
+		{"probe-endpoints", "HTTP probes ask the runtimes for paths they answer, on ports of the container", checkProbeEndpoints},
+		{"runtime-ports", "the runtimes listen (--ws-control-port / --ws-debug-port) on the ports the containers, Services and URLs name", checkRuntimePorts},
+		{"service-ports-unique", "no Service or container carries a port twice", checkUniquePorts},
+		{"plugin-enabled-consistent", "plugin runtime off => PLUGIN__ENABLE=false; on => PLUGIN__ENABLE=true", checkPluginEnabled},
+		{"managed-env", "every LangBot config key the chart manages is set in every state (LangBot persists env overrides)", checkManagedEnv},
+		{"blocking-executor", "langbot's SYSTEM__BLOCKING_EXECUTOR__* and the runtimes' LANGBOT_BLOCKING_EXECUTOR_* carry config.blockingExecutor", checkBlockingExecutor},
+		{"box-e2b-template", "box.e2b.template reaches LangBot as BOX__E2B__TEMPLATE", checkE2BTemplate},
+		{"box-scope", "the default BOXD_SCOPE starts with the namespace the box runs in", checkBoxScope},
+		{"uv-cache-writable", "a uv-started container on a read-only root file system has a writable uv cache", checkUVCache},
+		{"common-metadata", "commonLabels and ServiceMonitor labels are in metadata.labels, commonAnnotations in metadata.annotations", checkCommonMetadata},
+		{"pull-secrets", "every pod, the test hook included, carries global.imagePullSecrets", checkPullSecrets},
+		{"metrics-reachable", "a NetworkPolicy in front of a ServiceMonitor's pods admits a scraper on the metrics port", checkMetricsReachable},
 	}
 }
 
-// Run runs every check and returns all findings.
-func Run(set *manifest.Set) []Finding {
-	r := NewRelease(set)
+// Run runs every check and returns all findings. vals are the complete values of the render
+// (nil skips the checks that compare the render with the values).
+func Run(set *manifest.Set, vals map[string]any) []Finding {
+	r := NewRelease(set, vals)
 	var out []Finding
 	for _, c := range All() {
 		out = append(out, c.Run(r)...)

@@ -121,15 +121,15 @@ func TestEachInvariantCatchesItsBreakage(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			set := renderSet(t, tc.set...)
-			require.Empty(t, Run(set), "the unmodified render must be valid")
-			tc.mutate(NewRelease(set))
+			require.Empty(t, Run(set, nil), "the unmodified render must be valid")
+			tc.mutate(NewRelease(set, nil))
 			var hit []Finding
-			for _, f := range Run(set) {
+			for _, f := range Run(set, nil) {
 				if f.Check == tc.check {
 					hit = append(hit, f)
 				}
 			}
-			require.NotEmpty(t, hit, "check %s must fire; all findings: %v", tc.check, Run(set))
+			require.NotEmpty(t, hit, "check %s must fire; all findings: %v", tc.check, Run(set, nil))
 			assert.Contains(t, hit[0].Message, tc.msg)
 		})
 	}

@@ -29,7 +29,7 @@ var productionSet = []string{
 }
 
 func secretRefFindings(set *manifest.Set) []Finding {
-	return checkSecretRefs(NewRelease(set))
+	return checkSecretRefs(NewRelease(set, nil))
 }
 
 func TestSecretRefsAcceptsTheChartsOwnRenders(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
@@ -196,4 +197,37 @@ func Volume(spec *corev1.PodSpec, name string) *corev1.Volume {
 		}
 	}
 	return nil
+}
+
+// ConfigMaps returns the ConfigMaps by name.
+func (s *Set) ConfigMaps() map[string]*corev1.ConfigMap {
+	out := map[string]*corev1.ConfigMap{}
+	for _, o := range s.Objects {
+		if v, ok := o.Typed.(*corev1.ConfigMap); ok {
+			out[v.Name] = v
+		}
+	}
+	return out
+}
+
+// NetworkPolicies returns every NetworkPolicy.
+func (s *Set) NetworkPolicies() []*networkingv1.NetworkPolicy {
+	var out []*networkingv1.NetworkPolicy
+	for _, o := range s.Objects {
+		if v, ok := o.Typed.(*networkingv1.NetworkPolicy); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Unstructured returns the objects of a kind the scheme does not know (e.g. ServiceMonitor).
+func (s *Set) Unstructured(kind string) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, o := range s.Objects {
+		if u, ok := o.Typed.(*unstructured.Unstructured); ok && o.Kind == kind {
+			out = append(out, u)
+		}
+	}
+	return out
 }

@@ -48,12 +48,19 @@ app.kubernetes.io/part-of: langbot
 {{- end }}
 {{- end -}}
 
-{{/* metadata block shared by every object: (dict "root" $ "component" "x" "name" "n" "annotations" map) */}}
+{{/* metadata block shared by every object:
+     (dict "root" $ "component" "x" "name" "n" "annotations" map "labels" map).
+     Extra labels go into metadata.labels (merged with the chart's labels), never after the block:
+     the block ends with the annotations when commonAnnotations or annotations are set. */}}
 {{- define "langbot.metadata" -}}
 name: {{ .name }}
 namespace: {{ include "langbot.namespace" .root }}
 labels:
+  {{- if .labels }}
+  {{- toYaml (merge (dict) .labels (include "langbot.labels" . | fromYaml)) | nindent 2 }}
+  {{- else }}
   {{- include "langbot.labels" . | nindent 2 }}
+  {{- end }}
 {{- $ann := merge (dict) (.annotations | default dict) (.root.Values.commonAnnotations | default dict) }}
 {{- with $ann }}
 annotations:
@@ -116,21 +123,25 @@ annotations:
 {{- if and .Values.box.enabled (eq .Values.box.backend "docker") }}true{{ end -}}
 {{- end -}}
 
-{{/* Environment from the ConfigMap, used by every component. */}}
+{{/* Environment from the ConfigMap, used by every component: (dict "root" $ "component" "x").
+     config.blockingExecutor reaches the runtimes as LANGBOT_BLOCKING_EXECUTOR_* (read by
+     langbot-plugin's bounded executor) and LangBot as SYSTEM__BLOCKING_EXECUTOR__* (its config
+     keys system.blocking_executor.*, applied by the env override rule of LangBot v4.10.8
+     src/langbot/pkg/core/stages/load_config.py; docker/kubernetes.yaml sets the same). */}}
+{{- define "langbot.blockingExecutorKeys" -}}
+{{- if eq .component "langbot" -}}
+["SYSTEM__BLOCKING_EXECUTOR__MAX_WORKERS","SYSTEM__BLOCKING_EXECUTOR__MAX_PENDING","SYSTEM__BLOCKING_EXECUTOR__MAX_INFLIGHT_PER_SCOPE"]
+{{- else -}}
+["LANGBOT_BLOCKING_EXECUTOR_MAX_WORKERS","LANGBOT_BLOCKING_EXECUTOR_MAX_PENDING","LANGBOT_BLOCKING_EXECUTOR_MAX_INFLIGHT_PER_SCOPE"]
+{{- end -}}
+{{- end -}}
 {{- define "langbot.configEnv" -}}
-- name: TZ
-  valueFrom:
-    configMapKeyRef:
-      name: {{ include "langbot.fullname" .root }}-config
-      key: TZ
-{{- if .blockingExecutor }}
-{{- range $k := list "LANGBOT_BLOCKING_EXECUTOR_MAX_WORKERS" "LANGBOT_BLOCKING_EXECUTOR_MAX_PENDING" "LANGBOT_BLOCKING_EXECUTOR_MAX_INFLIGHT_PER_SCOPE" }}
+{{- range $k := prepend (include "langbot.blockingExecutorKeys" . | fromJsonArray) "TZ" }}
 - name: {{ $k }}
   valueFrom:
     configMapKeyRef:
       name: {{ include "langbot.fullname" $.root }}-config
       key: {{ $k }}
-{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -167,7 +178,47 @@ topologySpreadConstraints:
 {{- end }}
 {{- end -}}
 
-{{/* Probes, resources, container security context: (dict "values" .Values.x) */}}
+{{/* The chart's default probes per component. They live here and not in values.yaml: Helm
+     deep-merges a user's map into the defaults, so `livenessProbe: {}` could not disable a
+     default from values.yaml and a tcpSocket/exec override would keep the default httpGet too.
+     - LangBot serves GET /healthz (LangBot v4.10.8 src/langbot/pkg/api/http/controller/main.py).
+     - The plugin runtime answers plain HTTP only on /healthz; any other path is taken as a
+       WebSocket handshake and fails (langbot-plugin 0.5.5
+       src/langbot_plugin/runtime/io/controllers/ws/server.py, process_http_request).
+     - The box (boxd, or `lbp box` for e2b: langbot-plugin 0.5.5 src/langbot_plugin/box/server.py)
+       serves /healthz (liveness) and /readyz (backend readiness). */}}
+{{- define "langbot.defaultProbes" -}}
+langbot:
+  livenessProbe: {httpGet: {path: /healthz, port: web}, initialDelaySeconds: 60, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 3}
+  readinessProbe: {httpGet: {path: /healthz, port: web}, initialDelaySeconds: 10, periodSeconds: 5, timeoutSeconds: 3, failureThreshold: 3}
+plugin-runtime:
+  livenessProbe: {httpGet: {path: /healthz, port: runtime}, initialDelaySeconds: 30, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 3}
+  readinessProbe: {httpGet: {path: /healthz, port: runtime}, initialDelaySeconds: 5, periodSeconds: 5, timeoutSeconds: 3, failureThreshold: 3}
+box:
+  livenessProbe: {httpGet: {path: /healthz, port: rpc}, initialDelaySeconds: 5, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 3}
+  readinessProbe: {httpGet: {path: /readyz, port: rpc}, initialDelaySeconds: 2, periodSeconds: 5, timeoutSeconds: 3, failureThreshold: 3}
+{{- end -}}
+
+{{/* One probe: (dict "probe" <value> "default" <chart default or nil>).
+     unset (null) = the default; {} = no probe; a map = that map, its omitted timings taken from
+     the default, and the default handler only when the map names no handler of its own. */}}
+{{- define "langbot.probe" -}}
+{{- $p := .probe -}}
+{{- $default := .default | default dict -}}
+{{- if kindIs "invalid" $p -}}
+{{- $p = $default -}}
+{{- else if $p -}}
+{{- $own := false -}}
+{{- range $h := include "langbot.probeHandlers" . | fromJsonArray }}{{ if get $p $h }}{{ $own = true }}{{ end }}{{ end -}}
+{{- if $own }}{{ $default = omit $default "httpGet" "tcpSocket" "exec" "grpc" }}{{ end -}}
+{{- $p = merge (deepCopy $p) $default -}}
+{{- end -}}
+{{- with $p }}{{ toYaml . }}{{ end -}}
+{{- end -}}
+
+{{- define "langbot.probeHandlers" -}}["httpGet","tcpSocket","exec","grpc"]{{- end -}}
+
+{{/* Probes, resources, container security context: (dict "root" $ "component" "x" "values" .Values.x) */}}
 {{- define "langbot.containerCommon" -}}
 {{- with .values.securityContext }}
 securityContext:
@@ -177,17 +228,12 @@ securityContext:
 resources:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .values.startupProbe }}
-startupProbe:
-  {{- toYaml . | nindent 2 }}
+{{- $defaults := index (include "langbot.defaultProbes" .root | fromYaml) .component | default dict }}
+{{- range $kind := list "startupProbe" "livenessProbe" "readinessProbe" }}
+{{- with include "langbot.probe" (dict "probe" (index $.values $kind) "default" (index $defaults $kind)) }}
+{{ $kind }}:
+  {{- . | nindent 2 }}
 {{- end }}
-{{- with .values.livenessProbe }}
-livenessProbe:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with .values.readinessProbe }}
-readinessProbe:
-  {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- with .values.envFrom }}
 envFrom:
@@ -217,4 +263,52 @@ checksum/config: {{ include (print .root.Template.BasePath "/configmap.yaml") .r
 {{- $ports = untilStep (int .Values.langbot.webhookPortRange.start) (int (add1 .Values.langbot.webhookPortRange.end)) 1 -}}
 {{- end -}}
 {{- toJson $ports -}}
+{{- end -}}
+
+{{/* LangBot config keys the chart manages, as env entries, set in EVERY state.
+     LangBot applies SECTION__KEY env overrides to data/config.yaml and writes the file back on
+     the data volume at every start (LangBot v4.10.8 src/langbot/pkg/core/stages/load_config.py),
+     so a key the chart stopped setting would keep its last value there. When a feature is off,
+     its keys get the value of LangBot's own template (v4.10.8 src/langbot/templates/config.yaml)
+     instead of being left out. The tests list these keys in both states. */}}
+{{- define "langbot.managedEnv" -}}
+{{- $box := .Values.box -}}
+{{- $pr := .Values.pluginRuntime -}}
+{{- $docker := include "langbot.boxDocker" . -}}
+{{- $env := list -}}
+{{- $env = append $env (list "PLUGIN__ENABLE" $pr.enabled) -}}
+{{- $env = append $env (list "PLUGIN__RUNTIME_WS_URL" (printf "ws://%s:%d%s" (include "langbot.componentName" (dict "root" . "component" "plugin-runtime")) (int $pr.port) $pr.wsPath)) -}}
+{{- $env = append $env (list "PLUGIN__DISPLAY_PLUGIN_DEBUG_URL" (include "langbot.pluginDebugUrl" .)) -}}
+{{- $env = append $env (list "BOX__ENABLED" $box.enabled) -}}
+{{- $env = append $env (list "BOX__BACKEND" (ternary $box.backend "local" $box.enabled)) -}}
+{{- $env = append $env (list "BOX__RUNTIME__ENDPOINT" (ternary (printf "ws://%s:%d" (include "langbot.componentName" (dict "root" . "component" "box")) (int $box.port)) "" $box.enabled)) -}}
+{{- if $docker -}}
+{{- $env = append $env (list "BOX__LOCAL__HOST_ROOT" $box.hostRoot) -}}
+{{- $env = append $env (list "BOX__LOCAL__DEFAULT_WORKSPACE" (include "langbot.boxDefaultWorkspace" .)) -}}
+{{- $env = append $env (list "BOX__LOCAL__SKILLS_ROOT" (include "langbot.boxSkillsRoot" .)) -}}
+{{- $env = append $env (list "BOX__LOCAL__ALLOWED_MOUNT_ROOTS" (include "langbot.boxAllowedMountRoots" .)) -}}
+{{- else -}}
+{{- $env = append $env (list "BOX__LOCAL__HOST_ROOT" "./data/box") -}}
+{{- $env = append $env (list "BOX__LOCAL__DEFAULT_WORKSPACE" "") -}}
+{{- $env = append $env (list "BOX__LOCAL__SKILLS_ROOT" "skills") -}}
+{{- $env = append $env (list "BOX__LOCAL__ALLOWED_MOUNT_ROOTS" "./data/box,/tmp") -}}
+{{- end -}}
+{{- $env = append $env (list "BOX__DOCKER__CPU_LIMIT_ENABLED" $box.docker.cpuLimitEnabled) -}}
+{{- $env = append $env (list "BOX__DOCKER__HARDENING" $box.docker.hardening) -}}
+{{- $env = append $env (list "BOX__DOCKER__EXEC_AGENT" $box.docker.execAgent) -}}
+{{- /* LangBot hands its whole box section to the runtime in box_init; the e2b backend of
+       `lbp box` reads e2b.template from it (langbot-plugin 0.5.5 src/langbot_plugin/box/e2b_backend.py). */ -}}
+{{- $env = append $env (list "BOX__E2B__TEMPLATE" $box.e2b.template) -}}
+{{- $env = append $env (list "BOX__E2B__API_URL" $box.e2b.apiUrl) -}}
+{{- range $env }}
+- name: {{ index . 0 }}
+  value: {{ index . 1 | toString | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* plugin.display_plugin_debug_url: the URL LangBot's web UI shows plugin developers for
+     `lbp run` remote debugging. Default: LangBot's own default form on the debug port, reachable
+     with kubectl port-forward. */}}
+{{- define "langbot.pluginDebugUrl" -}}
+{{- .Values.pluginRuntime.debug.displayUrl | default (printf "ws://localhost:%d/plugin/debug/ws" (int .Values.pluginRuntime.debug.port)) -}}
 {{- end -}}
