@@ -41,6 +41,10 @@ var schemaCases = []badCase{
 	{name: "upper-case repository", set: []string{"langbot.image.repository=Rockchin/LangBot"}, field: "langbot.image.repository"},
 	{name: "empty repository", str: []string{"box.image.repository="}, field: "box.image.repository"},
 	{name: "registry with spaces", str: []string{"global.imageRegistry=my registry"}, field: "global.imageRegistry"},
+	{name: "registry path with upper case", str: []string{"global.imageRegistry=harbor.example.com/DockerHub"}, field: "global.imageRegistry"},
+	{name: "registry with a trailing slash", str: []string{"langbot.image.registry=harbor.example.com/"}, field: "langbot.image.registry"},
+	{name: "probe not a map", str: []string{"langbot.livenessProbe=off"}, field: "langbot.livenessProbe"},
+	{name: "debug display URL scheme", set: []string{"pluginRuntime.debug.displayUrl=http://x"}, field: "pluginRuntime.debug.displayUrl"},
 	{name: "service type ExternalName", set: []string{"langbot.service.type=ExternalName"}, field: "langbot.service.type"},
 	{name: "nodePort out of range", set: []string{"langbot.service.type=NodePort", "langbot.service.nodePort=80"}, field: "langbot.service.nodePort"},
 	{name: "web port too large", set: []string{"langbot.service.port=70000"}, field: "langbot.service.port"},
@@ -134,6 +138,29 @@ var crossFieldCases = []struct {
 	{"httpRoute without parents", []string{"httpRoute.enabled=true"}, []string{"httpRoute.parentRefs"}},
 	{"nodePort on ClusterIP", []string{"langbot.service.nodePort=30300"}, []string{"langbot.service.nodePort", "langbot.service.type"}},
 	{"webhook range reversed", []string{"langbot.webhookPortRange.start=2290", "langbot.webhookPortRange.end=2280"}, []string{"langbot.webhookPortRange.end", "langbot.webhookPortRange.start"}},
+	// Issue #11 defect 6: a port twice on the langbot Service or container.
+	{"webhook range holds the web Service port", []string{"langbot.service.port=2285"}, []string{"langbot.webhookPortRange contains port 2285", "langbot.service.port", "twice"}},
+	{"webhook list holds the web Service port", []string{"langbot.webhookPorts={2280,8080}", "langbot.service.port=8080"}, []string{"langbot.webhookPorts contains port 8080", "change langbot.service.port"}},
+	{"webhook list holds the container's web port", []string{"langbot.webhookPorts={5300}", "langbot.service.port=80"}, []string{"langbot.webhookPorts contains port 5300", "take 5300 out of langbot.webhookPorts"}},
+	{"debug port equals the control port", []string{"pluginRuntime.debug.port=5400"}, []string{"pluginRuntime.debug.port=5400", "change pluginRuntime.debug.port"}},
+	// Issue #11 defect 5: two handlers in one probe.
+	{"probe with two handlers", []string{"pluginRuntime.readinessProbe.httpGet.port=runtime", "pluginRuntime.readinessProbe.tcpSocket.port=runtime"}, []string{"pluginRuntime.readinessProbe sets httpGet and tcpSocket", "exactly one handler"}},
+	// Issue #11 defect 7: a NetworkPolicy that would block the scrape.
+	{"metrics peers empty", []string{"box.enabled=true", "box.metrics.serviceMonitor.enabled=true", "networkPolicy.enabled=true", "networkPolicy.metricsFrom=null"}, []string{"networkPolicy.metricsFrom"}},
+}
+
+// Values the schema and the chart must accept (issue #11 defect 13: a registry may be a
+// proxy-cache path).
+func TestGoodValuesAccepted(t *testing.T) {
+	for _, set := range [][]string{
+		{"global.imageRegistry=harbor.example.com/dockerhub"},
+		{"global.imageRegistry=mirror.local:5000/library/cache"},
+		{"langbot.image.registry=registry.example.com:5000/team"},
+	} {
+		rep, err := Run(context.Background(), Options{Render: render.Options{ChartPath: chartPath}, Values: values.Stack{Set: set}})
+		require.NoError(t, err)
+		assert.True(t, rep.OK(), "%v: %v", set, rep.Problems())
+	}
 }
 
 func TestCrossFieldRulesFailTheRender(t *testing.T) {
