@@ -11,6 +11,7 @@ import (
 
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/backend"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/config"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/pyval"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
 )
 
@@ -54,7 +55,7 @@ func (s *Session) Info(backendName string) map[string]any {
 	return map[string]any{
 		"session_id": s.Physical, "backend_name": backendName, "backend_session_id": s.Handle.ID,
 		"image": s.Spec.Image, "network": s.Spec.Network, "host_path": hp, "host_path_mode": s.Spec.HostPathMode,
-		"mount_path": s.Spec.MountPath, "persistent": s.Spec.Persistent, "cpus": s.Spec.CPUs,
+		"mount_path": s.Spec.MountPath, "persistent": s.Spec.Persistent, "cpus": pyval.Float(s.Spec.CPUs),
 		"memory_mb": s.Spec.MemoryMB, "pids_limit": s.Spec.PidsLimit, "read_only_rootfs": s.Spec.ReadOnlyRootfs,
 		"workspace_quota_mb": s.Spec.WorkspaceQuotaMB, "created_at": FormatTime(s.CreatedAt), "last_used_at": FormatTime(last),
 	}
@@ -301,14 +302,6 @@ func pyBool(b bool) string {
 	return "False"
 }
 
-func pyFloat(f float64) string {
-	s := fmt.Sprintf("%g", f)
-	if !strings.ContainsAny(s, ".e") {
-		s += ".0"
-	}
-	return s
-}
-
 // compatible compares the fields of §8.1 in order.
 func compatible(s *Session, n Spec) error {
 	o := s.Spec
@@ -329,7 +322,7 @@ func compatible(s *Session, n Spec) error {
 		{"host_path_mode", o.HostPathMode == n.HostPathMode, o.HostPathMode},
 		{"mount_path", o.MountPath == n.MountPath, o.MountPath},
 		{"persistent", o.Persistent == n.Persistent, pyBool(o.Persistent)},
-		{"cpus", o.CPUs == n.CPUs, pyFloat(o.CPUs)},
+		{"cpus", o.CPUs == n.CPUs, pyval.FloatRepr(o.CPUs)},
 		{"memory_mb", o.MemoryMB == n.MemoryMB, fmt.Sprint(o.MemoryMB)},
 		{"pids_limit", o.PidsLimit == n.PidsLimit, fmt.Sprint(o.PidsLimit)},
 		{"read_only_rootfs", o.ReadOnlyRootfs == n.ReadOnlyRootfs, pyBool(o.ReadOnlyRootfs)},

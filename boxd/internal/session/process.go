@@ -1,14 +1,14 @@
 package session
 
 import (
-	"bufio"
+	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -22,12 +22,20 @@ import (
 const (
 	maxLine       = 1<<20 - 1024
 	longLinePiece = 64 << 10
-	// linesBuffer decouples the stdout reader from the relay writer: a few lines in flight
-	// keep the Engine attach stream, the line splitter and the WebSocket writer all busy
-	// instead of handing over one line at a time.
-	linesBuffer      = 32
+	// stdoutRead is the size of one read from a process's stdout.
+	stdoutRead = 32 << 10
+	// StdoutBufferMax bounds the bytes of one process's stdout that boxd has read and no relay
+	// has taken yet: the line being assembled (at most maxLine, a longer one is flushed in
+	// pieces) plus one read. While no relay takes the next message, boxd reads nothing more
+	// from the process, so its pipe fills and its writes block, as with the reference (whose
+	// asyncio reader stops reading at twice its 64 KiB limit).
+	StdoutBufferMax  = maxLine + stdoutRead
 	stderrPreviewMax = 4000
 	terminateGrace   = 5 * time.Second
+	// stderrGrace bounds how long an exit waits for the rest of stderr once the backend
+	// reported it (the Docker backend ends both streams together; the bound is for a backend
+	// whose stderr is held open by a child).
+	stderrGrace = 2 * time.Second
 )
 
 // Process is a managed process of a session.
@@ -36,9 +44,19 @@ type Process struct {
 	Spec    ProcessSpec
 	Started time.Time
 
-	proc   backend.Process
-	Lines  chan string   // stdout, one message per line; closed at EOF
+	proc backend.Process
+	// Lines carries stdout, one message per line, to the attached relay. It is unbuffered:
+	// the next message waits in the pump (bounded by StdoutBufferMax) until a relay takes
+	// it. It is closed after stdout ended AND the exit was recorded, so a relay that sees it
+	// close can report the process exited (LangBot asks box_get_managed_process right then).
+	Lines  chan string
 	Attach chan struct{} // a one-slot semaphore: the relay attach lock
+
+	// stdoutBuffered counts the stdout bytes read from the process and not yet handed to a
+	// relay (or dropped); at most StdoutBufferMax.
+	stdoutBuffered atomic.Int64
+	discard        chan struct{} // closed when boxd stops the process: its stdout is dropped
+	stderrDone     chan struct{} // closed when stderr has ended
 
 	mu       sync.Mutex
 	exited   bool
@@ -143,8 +161,8 @@ func (m *Manager) StartProcess(ctx context.Context, physical string, spec Proces
 	if err != nil {
 		return nil, backendError(err)
 	}
-	p := &Process{Session: physical, Spec: spec, Started: m.now(), proc: bp, Lines: make(chan string, linesBuffer),
-		Attach: make(chan struct{}, 1), done: make(chan struct{})}
+	p := &Process{Session: physical, Spec: spec, Started: m.now(), proc: bp, Lines: make(chan string),
+		Attach: make(chan struct{}, 1), done: make(chan struct{}), discard: make(chan struct{}), stderrDone: make(chan struct{})}
 	m.mu.Lock()
 	m.processes++
 	m.mu.Unlock()
@@ -152,43 +170,127 @@ func (m *Manager) StartProcess(ctx context.Context, physical string, spec Proces
 	s.procs[spec.ProcessID] = p
 	s.mu.Unlock()
 	s.touch(m.now())
-	go pumpLines(bp.Stdout(), p.Lines)
+	go p.pumpStdout(bp.Stdout())
 	go m.drainStderr(p, bp.Stderr())
 	go m.watch(s, p)
 	return p, nil
 }
 
-// pumpLines splits stdout into messages (§8.7): one line per message without its "\n",
-// empty lines skipped, over-long lines in 64 KiB pieces, UTF-8 decoded with replacement.
-func pumpLines(r io.Reader, out chan<- string) {
-	defer close(out)
-	br := bufio.NewReaderSize(r, maxLine)
+// StdoutBuffered is the number of stdout bytes boxd holds for the process's relay: read
+// from the process, not yet taken by a relay (at most StdoutBufferMax).
+func (p *Process) StdoutBuffered() int64 { return p.stdoutBuffered.Load() }
+
+// pumpStdout splits stdout into messages (§8.7): one line per message without its "\n",
+// empty lines skipped, lines longer than maxLine in 64 KiB pieces (never splitting a code
+// point), UTF-8 decoded with replacement. Each message is handed to the relay before more
+// is read (back-pressure). Lines is closed once stdout ended and the exit is recorded.
+func (p *Process) pumpStdout(r io.Reader) {
+	defer close(p.Lines)
+	defer func() { <-p.done }()
+	chunk := make([]byte, stdoutRead)
+	var line []byte // the line being assembled, shorter than maxLine between reads
+	dropping := false
+	send := func(raw []byte, consumed int) { // consumed: raw plus the newline it ended with
+		if len(raw) > 0 && !dropping && !p.deliver(strings.ToValidUTF8(string(raw), "\uFFFD")) {
+			dropping = true
+		}
+		p.stdoutBuffered.Add(-int64(consumed))
+	}
 	for {
-		line, err := br.ReadSlice('\n')
-		switch {
-		case err == nil:
-			if s := string(line[:len(line)-1]); s != "" {
-				out <- strings.ToValidUTF8(s, "\uFFFD")
-			}
-		case errors.Is(err, bufio.ErrBufferFull):
-			for len(line) > 0 {
-				n := min(longLinePiece, len(line))
-				for n < len(line) && n > 0 && !utf8.RuneStart(line[n]) {
-					n--
+		n, err := r.Read(chunk)
+		p.stdoutBuffered.Add(int64(n))
+		data := chunk[:n]
+		for len(data) > 0 {
+			i := bytes.IndexByte(data, '\n')
+			if i < 0 {
+				line = append(line, data...)
+				data = nil
+				if len(line) > maxLine {
+					line = flushLong(line, send)
 				}
-				out <- strings.ToValidUTF8(string(line[:n]), "\uFFFD")
-				line = line[n:]
+				continue
 			}
-		default: // EOF or read error: flush what is left
-			if len(line) > 0 {
-				out <- strings.ToValidUTF8(string(line), "\uFFFD")
+			switch {
+			case len(line) == 0 && i <= maxLine:
+				send(data[:i], i+1)
+			default:
+				line = append(line, data[:i]...)
+				full := line
+				line = reuse(line)
+				if len(full) > maxLine {
+					full = flushLong(full, send)
+				}
+				send(full, len(full)+1)
 			}
+			data = data[i+1:]
+		}
+		if err != nil { // EOF or read error: flush what is left
+			send(line, len(line))
 			return
 		}
 	}
 }
 
+// reuse empties the line buffer, keeping its memory only while it is small.
+func reuse(line []byte) []byte {
+	if cap(line) > 4*stdoutRead {
+		return nil
+	}
+	return line[:0]
+}
+
+// flushLong sends an over-long line in pieces of at most longLinePiece bytes cut at code
+// point starts, and returns what remains: an incomplete code point at its end, if any.
+func flushLong(line []byte, send func(raw []byte, consumed int)) []byte {
+	keep := len(line)
+	for i := len(line) - 1; i >= 0 && i >= len(line)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(line[i]) {
+			if !utf8.FullRune(line[i:]) {
+				keep = i
+			}
+			break
+		}
+	}
+	rest := line[:keep]
+	for len(rest) > 0 {
+		n := min(longLinePiece, len(rest))
+		for n < len(rest) && n > 1 && !utf8.RuneStart(rest[n]) {
+			n--
+		}
+		send(rest[:n], n)
+		rest = rest[n:]
+	}
+	tail := append([]byte(nil), line[keep:]...)
+	return tail
+}
+
+// deliver hands one message to the relay, waiting while none takes it. It reports false
+// when the message is dropped instead: boxd is stopping the process, or the process has
+// exited and no relay is attached (the pump then takes the attach slot for a moment; a
+// relay can no longer attach to an exited process).
+func (p *Process) deliver(msg string) bool {
+	done := p.done
+	for {
+		var free chan struct{} // the attach slot, once the process exited
+		if done == nil {
+			free = p.Attach
+		}
+		select {
+		case p.Lines <- msg:
+			return true
+		case <-p.discard:
+			return false
+		case <-done:
+			done = nil
+		case free <- struct{}{}:
+			<-free
+			return false
+		}
+	}
+}
+
 func (m *Manager) drainStderr(p *Process, r io.Reader) {
+	defer close(p.stderrDone)
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := r.Read(buf)
@@ -215,6 +317,12 @@ func (m *Manager) watch(s *Session, p *Process) {
 	if err != nil {
 		code = -1
 	}
+	// What the process wrote to stderr before it exited is in stderr_preview by the time the
+	// exit shows, as with the reference, whose exit watcher runs after its pipes closed.
+	select {
+	case <-p.stderrDone:
+	case <-time.After(stderrGrace):
+	}
 	p.mu.Lock()
 	if p.stopped && code >= 0 { // we signalled it: report the signal as Python does
 		code = -15
@@ -239,7 +347,10 @@ func (m *Manager) terminate(ctx context.Context, p *Process) {
 		return
 	}
 	p.mu.Lock()
-	p.stopped = true
+	if !p.stopped {
+		p.stopped = true
+		close(p.discard) // nobody will read the rest of its stdout: do not let it block the exit
+	}
 	p.mu.Unlock()
 	_ = p.proc.Stdin().Close()
 	_ = p.proc.Terminate(ctx)

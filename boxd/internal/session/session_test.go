@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -80,24 +81,86 @@ func TestCaptureClipsAndTrims(t *testing.T) {
 	assert.Equal(t, "ok\uFFFD", bad.Text())
 }
 
-func TestPumpLinesFraming(t *testing.T) {
+// relayedProcess is a process whose stdout pump runs on r, with the test as its attached
+// relay and its exit already recorded (the pump still delivers to an attached relay).
+func relayedProcess(r io.Reader) *Process {
+	p := &Process{Lines: make(chan string), Attach: make(chan struct{}, 1), done: make(chan struct{}), discard: make(chan struct{})}
+	p.Attach <- struct{}{}
+	close(p.done)
+	go p.pumpStdout(r)
+	return p
+}
+
+func TestPumpStdoutFraming(t *testing.T) {
 	long := strings.Repeat("x", maxLine+10)
-	in := "{\"id\":1}\n\n{\"id\":2}\r\n" + long + "\ntail"
-	out := make(chan string)
-	go pumpLines(io.NopCloser(strings.NewReader(in)), out)
+	exact := strings.Repeat("y", maxLine)
+	// "é" (2 bytes) straddling the point where an over-long line is flushed.
+	split := strings.Repeat("z", maxLine) + "é" + strings.Repeat("w", 100)
+	in := "{\"id\":1}\n\n{\"id\":2}\r\n" + long + "\n" + exact + "\n" + split + "\nbad\xff\ntail"
+	p := relayedProcess(strings.NewReader(in))
 	var got []string
-	for m := range out {
+	for m := range p.Lines {
 		got = append(got, m)
+		assert.LessOrEqual(t, p.StdoutBuffered(), int64(StdoutBufferMax))
 	}
-	require.GreaterOrEqual(t, len(got), 4)
+	require.GreaterOrEqual(t, len(got), 8)
 	assert.Equal(t, `{"id":1}`, got[0], "one line per message, without the newline")
 	assert.Equal(t, "{\"id\":2}\r", got[1], "empty lines are skipped, \\r is left alone")
 	assert.Equal(t, "tail", got[len(got)-1], "a partial last line is flushed at EOF")
-	joined := strings.Join(got[2:len(got)-1], "")
-	assert.Equal(t, long, joined, "an over-long line arrives in pieces, nothing lost")
-	for _, piece := range got[2 : len(got)-1] {
-		assert.LessOrEqual(t, len(piece), maxLine)
+	assert.Equal(t, "bad\uFFFD", got[len(got)-2], "invalid UTF-8 is replaced")
+	var pieces []string
+	i := 2
+	for ; i < len(got) && got[i] != exact; i++ {
+		pieces = append(pieces, got[i])
+		assert.LessOrEqual(t, len(got[i]), longLinePiece, "an over-long line arrives in pieces of at most 64 KiB")
 	}
+	assert.Equal(t, long, strings.Join(pieces, ""), "nothing of the over-long line is lost")
+	require.Less(t, i, len(got), "a line of exactly maxLine bytes is one message")
+	joined := strings.Join(got[i+1:len(got)-2], "")
+	assert.Equal(t, split, joined, "a code point at the flush point is not split")
+	for _, piece := range got[i+1 : len(got)-2] {
+		assert.True(t, utf8.ValidString(piece), "every piece is valid UTF-8")
+	}
+	assert.Equal(t, int64(0), p.StdoutBuffered(), "everything read was handed over")
+}
+
+func TestPumpStdoutDropsWhenStopped(t *testing.T) {
+	p := &Process{Lines: make(chan string), Attach: make(chan struct{}, 1), done: make(chan struct{}), discard: make(chan struct{})}
+	r := strings.NewReader(strings.Repeat("line\n", 100000))
+	go p.pumpStdout(r)
+	require.Equal(t, "line", <-p.Lines, "nobody attached: the pump waits for a relay")
+	close(p.discard) // boxd stops the process: the rest is read and dropped, so the exit is not held up
+	close(p.done)
+	for range p.Lines {
+	}
+	assert.Equal(t, 0, r.Len(), "stdout was read to its end")
+	assert.Equal(t, int64(0), p.StdoutBuffered())
+}
+
+// eofReader reports when its reader returned EOF.
+type eofReader struct {
+	r   io.Reader
+	eof chan struct{}
+}
+
+func (e *eofReader) Read(b []byte) (int, error) {
+	n, err := e.r.Read(b)
+	if err == io.EOF {
+		close(e.eof)
+	}
+	return n, err
+}
+
+func TestPumpStdoutDropsAfterExitWithoutRelay(t *testing.T) {
+	p := &Process{Lines: make(chan string), Attach: make(chan struct{}, 1), done: make(chan struct{}), discard: make(chan struct{})}
+	close(p.done) // exited, no relay holds the attach slot: nothing is kept for one
+	r := &eofReader{r: strings.NewReader(strings.Repeat("line\n", 100000)), eof: make(chan struct{})}
+	go p.pumpStdout(r)
+	<-r.eof
+	_, open := <-p.Lines
+	assert.False(t, open, "no message is kept for a relay that can no longer attach")
+	assert.Empty(t, p.Attach, "the attach slot is free again")
+	assert.Equal(t, int64(0), p.StdoutBuffered())
 }
 
 func TestConflictMessagesRenderPythonValues(t *testing.T) {
