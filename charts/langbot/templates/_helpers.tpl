@@ -296,6 +296,9 @@ checksum/config: {{ include (print .root.Template.BasePath "/configmap.yaml") .r
 {{- $env = append $env (list "BOX__DOCKER__CPU_LIMIT_ENABLED" $box.docker.cpuLimitEnabled) -}}
 {{- $env = append $env (list "BOX__DOCKER__HARDENING" $box.docker.hardening) -}}
 {{- $env = append $env (list "BOX__DOCKER__EXEC_AGENT" $box.docker.execAgent) -}}
+{{- with $box.docker.sandboxUser -}}
+{{- $env = append $env (list "BOX__DOCKER__USER" .) -}}
+{{- end -}}
 {{- /* LangBot hands its whole box section to the runtime in box_init; the e2b backend of
        `lbp box` reads e2b.template from it (langbot-plugin 0.5.5 src/langbot_plugin/box/e2b_backend.py). */ -}}
 {{- $env = append $env (list "BOX__E2B__TEMPLATE" $box.e2b.template) -}}
