@@ -9,6 +9,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -202,4 +203,45 @@ func (e *env) events(ns, involved string) string {
 
 func uniqueNS(prefix string) string {
 	return fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano()%1_000_000)
+}
+
+// standinOutcome is what the langbot stand-in did with the chart's settings
+// (test/standins/langbot: <data root>/standin-outcome.json on the langbot-data volume).
+type standinOutcome struct {
+	Database      map[string]any `json:"database"`
+	PluginRuntime map[string]any `json:"plugin_runtime"`
+	Box           struct {
+		State  string         `json:"state"`
+		Detail string         `json:"detail"`
+		Exec   map[string]any `json:"exec"`
+		File   string         `json:"file"`
+		Skill  map[string]any `json:"skill"`
+	} `json:"box"`
+}
+
+// outcome polls the stand-in's outcome file on the node (the claim's hostPath PV: the stand-in
+// serves nothing LangBot does not, so the result is read from its data volume) until done.
+func (e *env) outcome(ns, what string, timeout time.Duration, done func(standinOutcome) bool) standinOutcome {
+	e.t.Helper()
+	var out standinOutcome
+	var last string
+	e.poll(what, timeout, func(ctx context.Context) (bool, error) {
+		claim, err := e.cs.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "langbot-data", metav1.GetOptions{})
+		if err != nil || claim.Spec.VolumeName == "" {
+			return false, nil
+		}
+		pv, err := e.cs.CoreV1().PersistentVolumes().Get(ctx, claim.Spec.VolumeName, metav1.GetOptions{})
+		if err != nil || pv.Spec.HostPath == nil {
+			return false, nil
+		}
+		b, err := os.ReadFile(filepath.Join(pv.Spec.HostPath.Path, "standin-outcome.json"))
+		if err != nil {
+			return false, nil
+		}
+		last = string(b)
+		out = standinOutcome{}
+		return json.Unmarshal(b, &out) == nil && done(out), nil
+	})
+	e.t.Logf("stand-in outcome: %s", last)
+	return out
 }

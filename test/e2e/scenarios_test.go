@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,20 +36,11 @@ func TestBoxOnRealNode(t *testing.T) {
 	assert.Equal(t, lb.Spec.NodeName, box.Spec.NodeName, "the box runs on langbot's node (podAffinity)")
 	assert.Equal(t, "lbk-node", box.Spec.NodeName)
 
-	var status struct {
-		Box    string         `json:"box"`
-		Detail string         `json:"detail"`
-		Exec   map[string]any `json:"exec"`
-		File   string         `json:"file"`
-		Skill  map[string]any `json:"skill"`
-	}
-	e.poll("the stand-in's sandbox round trip", 3*time.Minute, func(ctx context.Context) (bool, error) {
-		b, err := e.proxyGet(ns, lb.Name, 5300, "/status")
-		if err != nil || json.Unmarshal(b, &status) != nil {
-			return false, nil
-		}
-		return status.Box == "ok", nil
-	})
+	status := e.outcome(ns, "the stand-in's sandbox round trip", 3*time.Minute, func(o standinOutcome) bool { return o.Box.State == "ok" }).Box
+	// LangBot's control connection through PLUGIN__RUNTIME_WS_URL, the runtime's Service and
+	// its --ws-control-port, with the token both pods got from the chart.
+	rt := e.outcome(ns, "langbot's control connection to the plugin runtime", 2*time.Minute, func(o standinOutcome) bool { return o.PluginRuntime["state"] == "ok" })
+	assert.Equal(t, true, rt.PluginRuntime["pong"])
 	assert.Equal(t, "written by the langbot stand-in", status.Exec["stdout"])
 	assert.True(t, strings.HasPrefix(status.File, "/app/data/box/default/tenants/ws-"), status.File)
 	onHost, err := os.ReadFile(status.File)
