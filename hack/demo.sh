@@ -62,9 +62,14 @@ echo "   nodes:"
 get /api/v1/nodes | jq -r '.items[] | "     \(.metadata.name)\tpool=\(.metadata.labels.pool)\t\(if .metadata.annotations["kwok.x-k8s.io/node"] then "simulated (kwok)" else "real (kubelet + containerd + Docker)" end)"'
 echo
 echo "   one sandbox command through the box (the langbot stand-in ran 'cat' on a file it wrote under the shared root):"
-LB_POD="$(get "/api/v1/namespaces/$NS/pods?labelSelector=app.kubernetes.io/component=langbot" | jq -r '.items[0].metadata.name')"
+# The stand-in serves only what LangBot serves; it writes its outcome on its data volume (a
+# hostPath PV on this machine).
+outcome() {
+  local pv; pv="$(get "/api/v1/namespaces/$NS/persistentvolumeclaims/langbot-data" | jq -r .spec.volumeName)"
+  cat "$(get "/api/v1/persistentvolumes/$pv" | jq -r .spec.hostPath.path)/standin-outcome.json"
+}
 deadline=$((SECONDS + 180))
-until status="$(get "/api/v1/namespaces/$NS/pods/$LB_POD:5300/proxy/status")" && [ "$(jq -r .box <<<"$status")" = ok ]; do
+until status="$(outcome 2>/dev/null | jq .box)" && [ "$(jq -r .state <<<"$status")" = ok ]; do
   [ $SECONDS -lt $deadline ] || { echo "$status"; die "the sandbox round trip did not succeed"; }
   sleep 1
 done
