@@ -335,16 +335,22 @@ func (b *Backend) agentFor(ctx context.Context, h backend.Handle) *agentConn {
 	return c
 }
 
-// boundedBuffer keeps the first bytes written to it (the agent exec's stderr, for errors).
+// boundedBuffer keeps the first bytes written to it: limit bytes, 2048 when 0 (the agent
+// exec's stderr, for errors).
 type boundedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	limit int
 }
 
 func (w *boundedBuffer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if room := 2048 - w.buf.Len(); room > 0 {
+	limit := w.limit
+	if limit == 0 {
+		limit = 2048
+	}
+	if room := limit - w.buf.Len(); room > 0 {
 		w.buf.Write(p[:min(room, len(p))])
 	}
 	return len(p), nil

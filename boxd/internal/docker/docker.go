@@ -212,17 +212,11 @@ func backendErr(err error) error {
 	return &backend.Error{Message: "docker backend error: " + Collapse(err.Error()), Err: err}
 }
 
-// allMounts lists the bind mounts of spec: the workspace first (when its mode is not none),
-// then every extra mount.
+// allMounts lists the bind mounts of spec, workspace first (mounts.SpecWants).
 func allMounts(spec backend.SessionSpec) []backend.Mount {
 	var all []backend.Mount
-	if spec.HostPath != "" && spec.HostPathMode != backend.MountNone {
-		all = append(all, backend.Mount{HostPath: spec.HostPath, MountPath: spec.MountPath, Mode: spec.HostPathMode})
-	}
-	for _, m := range spec.ExtraMounts {
-		if m.Mode != backend.MountNone {
-			all = append(all, m)
-		}
+	for _, w := range mounts.SpecWants(spec) {
+		all = append(all, w.Mount)
 	}
 	return all
 }
@@ -267,16 +261,6 @@ func containerConfig(spec backend.SessionSpec, binds []backend.Mount, set settin
 	return cfg, hc, nil
 }
 
-// wants lists the bind mounts of spec to prepare: the workspace (created when missing) first,
-// when its mode is not none, then every extra mount.
-func wants(spec backend.SessionSpec) []mounts.Want {
-	var ws []mounts.Want
-	for i, m := range allMounts(spec) {
-		ws = append(ws, mounts.Want{Mount: m, Create: i == 0 && spec.HostPath != "" && spec.HostPathMode != backend.MountNone})
-	}
-	return ws
-}
-
 // policy is the mount policy in force: box_init's roots and host_root, and the engine's socket.
 func (b *Backend) policy() mounts.Policy {
 	p := mounts.Policy{Roots: b.opts.AllowedMountRoots(), Sockets: engineSockets(b.cli.DaemonHost(), os.Getenv(client.EnvOverrideHost))}
@@ -309,7 +293,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.SessionSpec) (backend.
 			return backend.Handle{}, err
 		}
 	}
-	srcs, err := mounts.Prepare(wants(spec), pol)
+	srcs, err := mounts.Prepare(mounts.SpecWants(spec), pol)
 	if err != nil {
 		if _, ok := err.(*backend.ValidationError); ok {
 			return backend.Handle{}, err
@@ -386,7 +370,7 @@ func (b *Backend) verifyMounts(ctx context.Context, h backend.Handle, srcs mount
 	if len(srcs) == 0 {
 		return nil
 	}
-	var stdout, stderr limitedBuffer
+	stdout, stderr := boundedBuffer{limit: 64 << 10}, boundedBuffer{}
 	res, err := b.Exec(ctx, h, backend.ExecRequest{Argv: append([]string{AgentPath, "stat"}, srcs.Targets()...), Stdout: &stdout, Stderr: &stderr})
 	switch {
 	case err != nil:
@@ -396,18 +380,6 @@ func (b *Backend) verifyMounts(ctx context.Context, h backend.Handle, srcs mount
 	}
 	return srcs.Verify(stdout.String())
 }
-
-// limitedBuffer keeps the first 64 KiB written to it.
-type limitedBuffer struct{ buf []byte }
-
-func (w *limitedBuffer) Write(p []byte) (int, error) {
-	if room := 64<<10 - len(w.buf); room > 0 {
-		w.buf = append(w.buf, p[:min(room, len(p))]...)
-	}
-	return len(p), nil
-}
-
-func (w *limitedBuffer) String() string { return string(w.buf) }
 
 // ensureImage pulls ref when the engine does not have it. The pull gets its own, longer
 // deadline (PullTimeout) but still ends when the caller gives up.

@@ -182,6 +182,22 @@ type Want struct {
 	Create bool
 }
 
+// SpecWants lists the bind mounts of a session spec to prepare: the workspace first (created
+// when missing) when it has a host_path whose mode is not none, then every extra mount whose
+// mode is not none (a host_path of mode none is still checked with CheckBlocked).
+func SpecWants(spec backend.SessionSpec) []Want {
+	var ws []Want
+	if spec.HostPath != "" && spec.HostPathMode != backend.MountNone {
+		ws = append(ws, Want{Mount: backend.Mount{HostPath: spec.HostPath, MountPath: spec.MountPath, Mode: spec.HostPathMode}, Create: true})
+	}
+	for _, m := range spec.ExtraMounts {
+		if m.Mode != backend.MountNone {
+			ws = append(ws, Want{Mount: m})
+		}
+	}
+	return ws
+}
+
 // Source is a prepared mount: HostPath resolved, the source held open (O_PATH) so its
 // identity cannot change under boxd while the sandbox is created.
 type Source struct {

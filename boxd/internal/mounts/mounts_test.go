@@ -120,7 +120,9 @@ func TestPrepareChecksEveryMount(t *testing.T) {
 }
 
 // line is the StatLine form of an identity.
-func (id ID) line() string { return strconv.FormatUint(id.Dev, 10) + " " + strconv.FormatUint(id.Ino, 10) }
+func (id ID) line() string {
+	return strconv.FormatUint(id.Dev, 10) + " " + strconv.FormatUint(id.Ino, 10)
+}
 
 // A component replaced by a symlink between the check and the walk is never followed, and a
 // missing workspace is only created along the validated path.
@@ -236,4 +238,12 @@ func TestResolve(t *testing.T) {
 	loop := filepath.Join(l.ws, "loop")
 	require.NoError(t, os.Symlink(loop, loop))
 	assert.Equal(t, loop, Resolve(loop), "a symlink loop ends")
+}
+
+func TestSpecWants(t *testing.T) {
+	extra := []backend.Mount{{HostPath: "/r/a", MountPath: "/a", Mode: backend.MountRO}, {HostPath: "/r/b", MountPath: "/b", Mode: backend.MountNone}}
+	ws := SpecWants(backend.SessionSpec{HostPath: "/r/ws", HostPathMode: backend.MountRW, MountPath: "/workspace", ExtraMounts: extra})
+	assert.Equal(t, []Want{{Mount: backend.Mount{HostPath: "/r/ws", MountPath: "/workspace", Mode: backend.MountRW}, Create: true}, {Mount: extra[0]}}, ws,
+		"the workspace first and created; extra mounts of mode none left out")
+	assert.Equal(t, []Want{{Mount: extra[0]}}, SpecWants(backend.SessionSpec{HostPath: "/r/ws", HostPathMode: backend.MountNone, ExtraMounts: extra}))
 }
