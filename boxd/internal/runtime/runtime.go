@@ -115,6 +115,7 @@ func Run(ctx context.Context, o Options) error {
 	be, err := docker.New(ctx, docker.Options{InstanceID: instanceID, Scope: o.Scope, CPULimitEnabled: cfg.CPULimitEnabled, Hardening: cfg.Hardening,
 		AllowedMountRoots: func() []string { return srv.Config().Paths.AllowedMountRoots }, Logger: log,
 		ExecAgent: func() bool { return srv.Config().ExecAgent }, HostRoot: func() string { return srv.Config().Paths.HostRoot },
+		SandboxUser: func() string { return srv.Config().SandboxUser },
 		AgentBinary: docker.DefaultAgentBinary()})
 	if err != nil {
 		return err
