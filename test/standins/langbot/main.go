@@ -21,18 +21,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/langbot-k8s/langbot-k8s/test/standins/internal/standin"
 )
@@ -85,21 +82,8 @@ func run(log *slog.Logger) error {
 		go exerciseBox(ctx, log, cfg, out)
 	}
 
-	addr := net.JoinHostPort(standin.BindHost(), strconv.Itoa(cfg.apiPort))
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen on api.port %s: %w", addr, err)
-	}
-	log.Info("LangBot stand-in listening", "addr", addr)
-	srv := &http.Server{Handler: webHandler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		_ = srv.Close()
-	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve %s: %w", addr, err)
-	}
-	return nil
+	// main.py HTTPController.run: Hypercorn on 0.0.0.0:api.port.
+	return standin.Serve(ctx, log, net.JoinHostPort(standin.BindHost(), strconv.Itoa(cfg.apiPort)), webHandler())
 }
 
 // dataRoot follows pkg/utils/paths.py get_data_root for the installed image: LANGBOT_DATA_ROOT,
@@ -118,16 +102,15 @@ func dataRoot() string {
 // config is the part of data/config.yaml (templates/config.yaml defaults) the stand-in reads,
 // after the environment overrides of load_config.py _apply_env_overrides_to_config.
 type config struct {
-	apiPort         int
-	pluginEnable    bool
-	runtimeWSURL    string
-	runtimeToken    string
-	boxEnabled      bool
-	boxBackend      string
-	boxEndpoint     string
-	boxToken        string
-	database        dbConfig
-	blockingWorkers int
+	apiPort      int
+	pluginEnable bool
+	runtimeWSURL string
+	runtimeToken string
+	boxEnabled   bool
+	boxBackend   string
+	boxEndpoint  string
+	boxToken     string
+	database     dbConfig
 }
 
 func loadConfig() (config, error) {
@@ -148,20 +131,9 @@ func loadConfig() (config, error) {
 	if c.apiPort, err = standin.BoundedInt("API__PORT", 5300, 1, 65535); err != nil {
 		return c, err
 	}
-	// system.blocking_executor.* (utils/bounded_executor.py, same limits as the runtime's).
-	if c.blockingWorkers, err = standin.BoundedInt("SYSTEM__BLOCKING_EXECUTOR__MAX_WORKERS", 8, 1, 64); err != nil {
+	// system.blocking_executor.* (utils/bounded_executor.py, the runtime's limits).
+	if err := standin.BlockingExecutorLimits("SYSTEM__BLOCKING_EXECUTOR__"); err != nil {
 		return c, err
-	}
-	if _, err = standin.BoundedInt("SYSTEM__BLOCKING_EXECUTOR__MAX_PENDING", 128, 0, 4096); err != nil {
-		return c, err
-	}
-	fair := max(1, c.blockingWorkers/2)
-	scope, err := standin.BoundedInt("SYSTEM__BLOCKING_EXECUTOR__MAX_INFLIGHT_PER_SCOPE", min(4, fair), 1, 4096)
-	if err != nil {
-		return c, err
-	}
-	if scope > fair {
-		return c, fmt.Errorf("SYSTEM__BLOCKING_EXECUTOR__MAX_INFLIGHT_PER_SCOPE=%d must not exceed half of max_workers (%d)", scope, fair)
 	}
 	c.database, err = loadDBConfig()
 	return c, err

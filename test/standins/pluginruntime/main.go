@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -22,7 +21,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/langbot-k8s/langbot-k8s/test/standins/internal/standin"
@@ -64,7 +62,8 @@ func main() {
 		log.Error("plugin runtime refuses to start", "err", err)
 		os.Exit(1)
 	}
-	if err := blockingExecutorLimits(); err != nil {
+	// app.py _run_with_shutdown: configure_bounded_default_executor_from_env.
+	if err := standin.BlockingExecutorLimits("LANGBOT_BLOCKING_EXECUTOR_"); err != nil {
 		log.Error("plugin runtime refuses to start", "err", err)
 		os.Exit(1)
 	}
@@ -76,11 +75,11 @@ func main() {
 	// always. The stand-in has no stdio control channel (the chart never uses -s).
 	if !a.stdioControl {
 		go func() {
-			errs <- serve(ctx, log, net.JoinHostPort(host, strconv.Itoa(a.controlPort)), &handler{log: log, kind: "control", token: token})
+			errs <- standin.Serve(ctx, log.With("server", "control"), net.JoinHostPort(host, strconv.Itoa(a.controlPort)), &handler{log: log, kind: "control", token: token})
 		}()
 	}
 	go func() {
-		errs <- serve(ctx, log, net.JoinHostPort(host, strconv.Itoa(a.debugPort)), &handler{log: log, kind: "debug"})
+		errs <- standin.Serve(ctx, log.With("server", "debug"), net.JoinHostPort(host, strconv.Itoa(a.debugPort)), &handler{log: log, kind: "debug"})
 	}()
 	select {
 	case <-ctx.Done():
@@ -159,44 +158,6 @@ func controlToken() (string, error) {
 		return "", fmt.Errorf("%s must be a secret of 32 or more non-whitespace characters", tokenEnv)
 	}
 	return tok, nil
-}
-
-// blockingExecutorLimits validates LANGBOT_BLOCKING_EXECUTOR_* as runtime/bounded_executor.py
-// _validated_limits does at start-up (app.py _run_with_shutdown).
-func blockingExecutorLimits() error {
-	workers, err := standin.BoundedInt("LANGBOT_BLOCKING_EXECUTOR_MAX_WORKERS", 8, 1, 64)
-	if err != nil {
-		return err
-	}
-	if _, err := standin.BoundedInt("LANGBOT_BLOCKING_EXECUTOR_MAX_PENDING", 128, 0, 4096); err != nil {
-		return err
-	}
-	fair := max(1, workers/2)
-	scope, err := standin.BoundedInt("LANGBOT_BLOCKING_EXECUTOR_MAX_INFLIGHT_PER_SCOPE", min(4, fair), 1, 4096)
-	if err != nil {
-		return err
-	}
-	if scope > fair {
-		return fmt.Errorf("LANGBOT_BLOCKING_EXECUTOR_MAX_INFLIGHT_PER_SCOPE=%d must not exceed half of max_workers (%d)", scope, fair)
-	}
-	return nil
-}
-
-func serve(ctx context.Context, log *slog.Logger, addr string, h *handler) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen %s (%s server): %w", addr, h.kind, err)
-	}
-	log.Info("WebSocket server started", "server", h.kind, "addr", addr)
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		_ = srv.Close()
-	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve %s: %w", addr, err)
-	}
-	return nil
 }
 
 // handler is one of the runtime's two WebSocketServerController listeners

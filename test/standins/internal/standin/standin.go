@@ -3,10 +3,16 @@
 package standin
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // UVRun checks that args (os.Args[1:] of a binary installed as `uv`) are `run --no-sync
@@ -57,4 +63,45 @@ func BoundedInt(name string, def, min, max int) (int, error) {
 		return 0, fmt.Errorf("%s=%d must be between %d and %d", name, v, min, max)
 	}
 	return v, nil
+}
+
+// BlockingExecutorLimits validates the blocking executor settings <prefix>MAX_WORKERS,
+// MAX_PENDING and MAX_INFLIGHT_PER_SCOPE as both programs do at start-up
+// (langbot_plugin/runtime/bounded_executor.py _validated_limits; LangBot's
+// system.blocking_executor uses the same limits).
+func BlockingExecutorLimits(prefix string) error {
+	workers, err := BoundedInt(prefix+"MAX_WORKERS", 8, 1, 64)
+	if err != nil {
+		return err
+	}
+	if _, err := BoundedInt(prefix+"MAX_PENDING", 128, 0, 4096); err != nil {
+		return err
+	}
+	fair := max(1, workers/2)
+	scope, err := BoundedInt(prefix+"MAX_INFLIGHT_PER_SCOPE", min(4, fair), 1, 4096)
+	if err != nil {
+		return err
+	}
+	if scope > fair {
+		return fmt.Errorf("%sMAX_INFLIGHT_PER_SCOPE=%d must not exceed half of %sMAX_WORKERS (%d)", prefix, scope, prefix, fair)
+	}
+	return nil
+}
+
+// Serve listens on addr and serves h until ctx ends.
+func Serve(ctx context.Context, log *slog.Logger, addr string, h http.Handler) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	log.Info("listening", "addr", addr)
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve %s: %w", addr, err)
+	}
+	return nil
 }
