@@ -14,6 +14,7 @@ import (
 
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/admission"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/runtime"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/server"
 )
 
 func main() {
@@ -25,7 +26,17 @@ func main() {
 	fs.BoolVar(&stdio, "stdio-control", false, "same as -s")
 	logFormat := fs.String("log-format", "text", "text or json (logs go to stderr)")
 	auditLog := fs.String("audit-log", "", "append the JSON-lines audit log to this file (0600); default: stdout, or stderr with -s")
+	def := server.DefaultConnLimits()
+	conn := server.ConnLimits{}
+	fs.IntVar(&conn.MaxConnections, "max-connections", def.MaxConnections, "WebSocket connections (/rpc/ws and relays) served at once; one more gets HTTP 503")
+	fs.DurationVar(&conn.MessageTimeout, "ws-message-timeout", def.MessageTimeout, "time an inbound WebSocket message may take from its first frame to its last")
+	fs.DurationVar(&conn.WriteTimeout, "ws-write-timeout", def.WriteTimeout, "time one outbound WebSocket message may take to be written")
+	fs.IntVar(&conn.MaxOutboundBytes, "ws-max-outbound-bytes", def.MaxOutboundBytes, "bytes of responses queued for one /rpc/ws connection before it is closed")
 	_ = fs.Parse(os.Args[1:])
+	if err := conn.Validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "boxd:", err)
+		os.Exit(2)
+	}
 
 	var h slog.Handler = slog.NewTextHandler(os.Stderr, nil)
 	if *logFormat == "json" {
@@ -42,6 +53,7 @@ func main() {
 		Scope:           os.Getenv("BOXD_SCOPE"),
 		Stdin:           os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Logger: log,
 		AuditLog:                *auditLog,
+		Conn:                    conn,
 		UnsafeSoftStorageLimits: admission.UnsafeSoftStorageLimitsEnabled(os.Getenv("LANGBOT_BOX_ALLOW_UNSAFE_SOFT_STORAGE_LIMITS")),
 	})
 	if err != nil {

@@ -18,6 +18,8 @@ type Metrics struct {
 	capacityRejections *prometheus.CounterVec
 	orphansRemoved     prometheus.Counter
 	relayBytes         *prometheus.CounterVec
+	connRefused        *prometheus.CounterVec
+	disconnects        *prometheus.CounterVec
 }
 
 // Gauges are read at scrape time from the runtime's state.
@@ -45,8 +47,12 @@ func New(g Gauges) *Metrics {
 			Help: "Containers of previous runtime instances removed at start-up."}),
 		relayBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "boxd_relay_bytes_total",
 			Help: "Bytes relayed between managed processes and relay clients, by direction (in = to stdin)."}, []string{"direction"}),
+		connRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "boxd_ws_connections_refused_total",
+			Help: "WebSocket connections refused with HTTP 503 because -max-connections were open, by endpoint (rpc, relay)."}, []string{"endpoint"}),
+		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "boxd_ws_disconnects_total",
+			Help: "WebSocket connections boxd closed on a bound, by reason (message_timeout, message_too_big, pong_timeout, write_timeout, outbound_limit)."}, []string{"reason"}),
 	}
-	r.MustRegister(m.sessionCreations, m.execs, m.rpcRequests, m.capacityRejections, m.orphansRemoved, m.relayBytes,
+	r.MustRegister(m.sessionCreations, m.execs, m.rpcRequests, m.capacityRejections, m.orphansRemoved, m.relayBytes, m.connRefused, m.disconnects,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "boxd_sessions", Help: "Live sessions.", ConstLabels: prometheus.Labels{"backend": g.Backend}}, g.Sessions),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "boxd_managed_processes", Help: "Managed processes by status.", ConstLabels: prometheus.Labels{"status": "running"}}, g.ManagedRunning),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "boxd_managed_processes", Help: "Managed processes by status.", ConstLabels: prometheus.Labels{"status": "exited"}}, g.ManagedExited),
@@ -88,3 +94,9 @@ func (m *Metrics) OrphansRemoved(n int) { m.orphansRemoved.Add(float64(n)) }
 func (m *Metrics) Relay(direction string, n int) {
 	m.relayBytes.WithLabelValues(direction).Add(float64(n))
 }
+
+// ConnRefused counts a WebSocket refused at the connection cap ("rpc" or "relay").
+func (m *Metrics) ConnRefused(endpoint string) { m.connRefused.WithLabelValues(endpoint).Inc() }
+
+// Disconnected counts a WebSocket boxd closed on one of its bounds.
+func (m *Metrics) Disconnected(reason string) { m.disconnects.WithLabelValues(reason).Inc() }

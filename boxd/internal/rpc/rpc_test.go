@@ -22,7 +22,7 @@ func TestResponses(t *testing.T) {
 
 func TestMessage(t *testing.T) {
 	assert.Equal(t, "BoxError: boom", Message(errors.New("boom")))
-	assert.Equal(t, "Runtime connection is busy (max 128 concurrent actions)", Message(&Error{Bare: true, Text: "Runtime connection is busy (max 128 concurrent actions)"}))
+	assert.Equal(t, "Runtime connection is busy (max 128 concurrent actions)", Message(Busy()))
 	long := Message(Errorf(ValueError, "%s", strings.Repeat("x", 5000)))
 	assert.True(t, strings.HasSuffix(long, "... [protocol error truncated]"))
 	assert.Len(t, long, len("ValueError: ")+4096+len("... [protocol error truncated]"))

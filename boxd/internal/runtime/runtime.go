@@ -49,6 +49,9 @@ type Options struct {
 	// readiness only).
 	UnsafeSoftStorageLimits bool
 	Logger                  *slog.Logger
+	// Conn bounds WebSocket connections (the -max-connections and -ws-* flags); zero fields
+	// take server.DefaultConnLimits.
+	Conn server.ConnLimits
 	// Ready, when set, receives the listener address once boxd serves.
 	Ready func(addr string)
 }
@@ -133,7 +136,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	srv = server.New(server.Options{Token: o.Token, TrustedInstance: o.TrustedInstance, Backend: be, Manager: mgr,
 		Config: cfg, Cwd: server.Cwd(), Logger: log, Metrics: met, Audit: aud,
-		CgroupV2: be.CgroupV2, UnsafeSoftStorageLimits: o.UnsafeSoftStorageLimits})
+		CgroupV2: be.CgroupV2, UnsafeSoftStorageLimits: o.UnsafeSoftStorageLimits, Conn: o.Conn})
 
 	if err := be.Available(ctx); err == nil {
 		log.Info("LangBot Box using backend: docker")

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/rpc"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/server"
 )
 
@@ -22,7 +23,7 @@ const (
 // serveStdio runs the control channel over stdin/stdout (§3.1.2) until stdin ends.
 func serveStdio(ctx context.Context, srv *server.Server, in io.Reader, out io.Writer, log *slog.Logger) {
 	var wmu sync.Mutex
-	send := func(resp any) {
+	send := func(resp rpc.Response) {
 		b, err := json.Marshal(resp)
 		if err != nil {
 			return
@@ -51,19 +52,11 @@ func serveStdio(ctx context.Context, srv *server.Server, in io.Reader, out io.Wr
 	defer srv.CloseConn(ctx)
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	// The same in-flight cap and refusal as /rpc/ws.
+	reqs := srv.NewRequests(ctx, send)
+	defer reqs.Wait()
 	var buf strings.Builder
 	inChunk, total, parts := false, 0, 0
-	dispatch := func(msg []byte) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if resp := srv.Dispatch(ctx, msg); resp != nil {
-				send(resp)
-			}
-		}()
-	}
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if !strings.HasPrefix(line, "{") || !strings.HasSuffix(line, "}") {
@@ -103,9 +96,9 @@ func serveStdio(ctx context.Context, srv *server.Server, in io.Reader, out io.Wr
 				return
 			}
 			inChunk = false
-			dispatch([]byte(buf.String()))
+			reqs.Handle([]byte(buf.String()))
 		default:
-			dispatch([]byte(line))
+			reqs.Handle([]byte(line))
 		}
 	}
 }

@@ -16,11 +16,6 @@ import (
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/tenancy"
 )
 
-const (
-	relayPing    = 30 * time.Second
-	relayPongMax = 15 * time.Second
-)
-
 func relayError(w http.ResponseWriter, class, msg string) {
 	writeJSON(w, http.StatusBadRequest, map[string]any{"error": map[string]any{"code": class, "message": msg}})
 }
@@ -77,13 +72,18 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 		return
 	default:
 	}
+	release, ok := s.admitConn(w, r, "relay")
+	if !ok {
+		return
+	}
+	defer release()
 	conn, err := s.upgrader.Upgrade(w, r, http.Header{"Sec-WebSocket-Protocol": {"mcp"}})
 	if err != nil {
 		return
 	}
 	defer s.track(conn)()
 	defer conn.Close()
-	conn.SetReadLimit(maxMessage)
+	peer := s.newPeer(conn, r.URL.Path)
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
 
@@ -101,14 +101,15 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 	writeLine := func(line string) error {
 		wmu <- struct{}{}
 		defer func() { <-wmu }()
+		_ = conn.SetWriteDeadline(time.Now().Add(s.connLimits.WriteTimeout))
 		w, err := conn.NextWriter(websocket.TextMessage)
-		if err != nil {
-			return err
+		if err == nil {
+			if _, err = io.WriteString(w, line); err == nil {
+				err = w.Close()
+			}
 		}
-		if _, err := io.WriteString(w, line); err != nil {
-			return err
-		}
-		return w.Close()
+		peer.writeFailed(err)
+		return err
 	}
 	// stdout -> WS
 	go func() {
@@ -130,23 +131,18 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	// WS -> stdin
-	conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Time{}) })
 	go func() {
 		defer func() { done <- struct{}{} }()
 		// One buffer for every inbound message: it grows to the largest message once, and the
 		// message and its "\n" reach the process's stdin in a single write.
 		var buf bytes.Buffer
 		for {
-			kind, r, err := conn.NextReader()
+			kind, err := peer.read(&buf)
 			if err != nil {
 				return
 			}
 			if kind != websocket.TextMessage {
 				continue
-			}
-			buf.Reset()
-			if _, err := buf.ReadFrom(r); err != nil {
-				return
 			}
 			if !s.fence.Current(tctx) {
 				return
@@ -162,7 +158,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 	// heartbeat and fence
 	go func() {
 		defer func() { done <- struct{}{} }()
-		t := time.NewTicker(relayPing)
+		t := time.NewTicker(pingPeriod)
 		defer t.Stop()
 		for {
 			select {
@@ -173,11 +169,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 					return
 				}
 			case <-t.C:
-				_ = conn.SetReadDeadline(time.Now().Add(relayPongMax))
-				wmu <- struct{}{}
-				err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(relayPongMax))
-				<-wmu
-				if err != nil {
+				if peer.ping() != nil {
 					return
 				}
 			}

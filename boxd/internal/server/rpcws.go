@@ -1,10 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -20,7 +20,7 @@ var timeZero time.Time
 func (s *Server) ConnContext(ctx context.Context) context.Context {
 	st, err := transfer.NewStore(transfer.DefaultDir(), s.Limits().MaxRPCFileBytes)
 	if err != nil {
-		s.log.Warn("file transfer unavailable: " + err.Error())
+		s.log.Error("File transfer (__file_chunk) unavailable on this connection: " + err.Error())
 		return ctx
 	}
 	return transfer.WithStore(ctx, st)
@@ -33,25 +33,36 @@ func (s *Server) CloseConn(ctx context.Context) {
 	}
 }
 
-// rpcWS serves /rpc/ws (§2.5): authenticate before upgrading, then one goroutine per request,
-// at most maxInFlight at a time, responses written one at a time.
+// rpcWS serves /rpc/ws (§2.5): authenticate and take a connection slot before upgrading,
+// then one goroutine per request, at most rpc.MaxInFlight at a time (Requests); responses
+// go through the connection's bounded outbox and are written by one writer.
 func (s *Server) rpcWS(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.authenticate(r, true); !ok {
 		unauthorized(w)
 		return
 	}
+	release, ok := s.admitConn(w, r, "rpc")
+	if !ok {
+		return
+	}
+	defer release()
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return
 	}
 	defer s.track(conn)()
 	defer conn.Close()
-	conn.SetReadLimit(maxMessage)
+	p := s.newPeer(conn, r.URL.Path)
 	ctx, cancel := context.WithCancel(s.ConnContext(context.WithoutCancel(r.Context())))
 	defer cancel()
 	defer s.CloseConn(ctx)
-	var wmu sync.Mutex
-	send := func(resp rpc.Response) {
+	out := newOutbox(p)
+	go out.run(ctx)
+	go p.keepalive(ctx)
+	reqs := s.NewRequests(ctx, func(resp rpc.Response) {
+		if ctx.Err() != nil {
+			return
+		}
 		b, err := json.Marshal(resp)
 		if err != nil {
 			return
@@ -59,35 +70,16 @@ func (s *Server) rpcWS(w http.ResponseWriter, r *http.Request) {
 		if len(b) > maxMessage {
 			b, _ = json.Marshal(rpc.Failure(resp.SeqID, rpc.Errorf(rpc.ValueError, "Runtime message exceeds %d byte limit", maxMessage)))
 		}
-		wmu.Lock()
-		defer wmu.Unlock()
-		_ = conn.WriteMessage(websocket.TextMessage, b)
-	}
-	slots := make(chan struct{}, maxInFlight)
-	var wg sync.WaitGroup
-	defer wg.Wait()
+		out.push(b)
+	})
+	defer reqs.Wait()
 	defer cancel()
 	for {
-		kind, msg, err := conn.ReadMessage()
+		var buf bytes.Buffer
+		kind, err := p.read(&buf)
 		if err != nil || kind == websocket.BinaryMessage {
 			return
 		}
-		select {
-		case slots <- struct{}{}:
-		default:
-			var req rpc.Request
-			if json.Unmarshal(msg, &req) == nil && len(req.Action) > 0 {
-				send(rpc.Failure(req.SeqID, &rpc.Error{Bare: true, Text: "Runtime connection is busy (max 128 concurrent actions)"}))
-			}
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-			if resp := s.Dispatch(ctx, msg); resp != nil && ctx.Err() == nil {
-				send(*resp)
-			}
-		}()
+		reqs.Handle(buf.Bytes())
 	}
 }

@@ -32,7 +32,6 @@ const (
 	HeaderWorkspace  = "X-LangBot-Workspace-Id"
 	HeaderGeneration = "X-LangBot-Placement-Generation"
 	maxMessage       = 16 << 20
-	maxInFlight      = 128
 )
 
 var instancePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
@@ -59,6 +58,8 @@ type Options struct {
 	UnsafeSoftStorageLimits bool
 	// Audit receives one record per state-changing action; nil = no audit log.
 	Audit *audit.Logger
+	// Conn bounds WebSocket connections; zero fields take DefaultConnLimits.
+	Conn ConnLimits
 }
 
 // Server holds the runtime state shared by connections.
@@ -73,6 +74,8 @@ type Server struct {
 	actions  map[string]action
 	upgrader websocket.Upgrader
 	skills   skillService
+	// connLimits are opts.Conn with defaults filled in.
+	connLimits ConnLimits
 
 	mu          sync.Mutex
 	trusted     string
@@ -80,6 +83,7 @@ type Server struct {
 	readyAt     time.Time
 	ready       bool
 	conns       map[*websocket.Conn]struct{}
+	openConns   int  // WebSocket connections holding a -max-connections slot
 	selected    bool // a backend is selected (docker is the only one boxd has)
 	selectedMsg string
 }
@@ -90,6 +94,7 @@ func New(opts Options) *Server {
 		fence: tenancy.NewFence(opts.Config.Limits.MaxAdmissionRecords), trusted: opts.TrustedInstance,
 		cfg: opts.Config, conns: map[*websocket.Conn]struct{}{}}
 	s.upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }, EnableCompression: false}
+	s.connLimits = opts.Conn.WithDefaults()
 	s.adm = s.newAdmission()
 	s.audit = opts.Audit
 	s.actions = s.registry()
