@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/config"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/pyval"
@@ -17,10 +18,58 @@ import (
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/transfer"
 )
 
-// skillService serialises every skill-store operation of the process (§11.12).
+// skillLockWait bounds how long a skill action waits for its tenant's store: every store
+// operation is itself bounded (no open can block on a FIFO, listings and copies have entry
+// limits), so a longer wait means something is wrong and the caller gets an error to retry.
+const skillLockWait = 30 * time.Second
+
+// skillService serialises the skill-store operations of each tenant: one lock per tenant
+// namespace (§11.12 has one for the process; a tenant whose package holds something slow
+// can then never hold up another tenant's skill actions).
 type skillService struct {
 	mu    sync.Mutex
+	locks map[string]*tenantLock // by namespace; an entry lives while someone holds or waits
 	hooks skills.Hooks
+}
+
+type tenantLock struct {
+	held  chan struct{} // capacity 1: a token in it means held
+	users int
+}
+
+// lock takes the store lock of namespace ns, waiting at most skillLockWait (or until ctx
+// ends), and returns its release.
+func (s *skillService) lock(ctx context.Context, ns string) (func(), error) {
+	s.mu.Lock()
+	if s.locks == nil {
+		s.locks = map[string]*tenantLock{}
+	}
+	l := s.locks[ns]
+	if l == nil {
+		l = &tenantLock{held: make(chan struct{}, 1)}
+		s.locks[ns] = l
+	}
+	l.users++
+	s.mu.Unlock()
+	leave := func() {
+		s.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(s.locks, ns)
+		}
+		s.mu.Unlock()
+	}
+	timer := time.NewTimer(skillLockWait)
+	defer timer.Stop()
+	select {
+	case l.held <- struct{}{}:
+		return func() { <-l.held; leave() }, nil
+	case <-ctx.Done():
+		leave()
+		return nil, fmt.Errorf("skill action cancelled while waiting for this Workspace's skill store: %w", ctx.Err())
+	case <-timer.C:
+		leave()
+		return nil, fmt.Errorf("The skill store of this Workspace is busy: another skill action has held it for over %s; retry later", skillLockWait)
+	}
 }
 
 // skillArgs is a skill action's data object, decoded with numbers kept exact.
@@ -157,16 +206,19 @@ func (s *Server) skillStore(c call) (*skills.Store, error) {
 	return skills.Open(root, c.ctx.Namespace(), s.skills.hooks)
 }
 
-// skillAction runs fn under the store lock; wrapped actions report every failure as
+// skillAction runs fn under the tenant's store lock; wrapped actions report every failure as
 // BoxValidationError (§3.6), the others as ValueError (KeyError for a missing key).
 func (s *Server) skillAction(wrapped bool, fn func(skillArgs, *skills.Store) (any, error)) func(context.Context, call) (any, error) {
-	return func(_ context.Context, c call) (any, error) {
+	return func(ctx context.Context, c call) (any, error) {
 		st, err := s.skillStore(c)
+		var unlock func()
 		if err == nil {
-			s.skills.mu.Lock()
+			unlock, err = s.skills.lock(ctx, c.ctx.Namespace())
+		}
+		if err == nil {
 			var out any
 			out, err = fn(decodeSkillArgs(c.data), st)
-			s.skills.mu.Unlock()
+			unlock()
 			if err == nil {
 				return out, nil
 			}

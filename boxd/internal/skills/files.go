@@ -5,23 +5,27 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/atomicfile"
-	"github.com/langbot-k8s/langbot-k8s/boxd/internal/mounts"
 )
 
-// ResolveInPackage applies the path rules of §10.4 to a path requested inside a package
-// root (already resolved). It returns the resolved target and the normalised relative path.
-// wantDir selects the directory rule (listing) or the file rule (read/write).
-func ResolveInPackage(packageRoot, requested string, wantDir bool) (target, rel string, err error) {
-	raw := strings.TrimSpace(requested)
+// errThroughLink is §10.4's containment refusal for a path that meets a symbolic link: no
+// skill file action follows one (where it would lead can change between two system calls).
+func errThroughLink(raw string) error {
+	return fmt.Errorf("path must stay within the skill package root: %s passes through a symbolic link, which skill file actions do not follow", raw)
+}
+
+// cleanRel applies the lexical rules of §10.4 (steps 1 and 2) to a requested path and
+// returns it trimmed (raw, for messages) and normalised (rel).
+func cleanRel(requested string) (raw, rel string, err error) {
+	raw = strings.TrimSpace(requested)
 	if raw == "" {
 		raw = "."
 	}
@@ -29,48 +33,102 @@ func ResolveInPackage(packageRoot, requested string, wantDir bool) (target, rel 
 		return "", "", errors.New("path must be relative to the skill package root")
 	}
 	rel = path.Clean(raw)
-	escape := errors.New("path must stay within the skill package root")
 	if strings.HasPrefix(rel, "..") {
-		return "", "", escape
+		return "", "", errors.New("path must stay within the skill package root")
 	}
-	target = mounts.Resolve(filepath.Join(packageRoot, rel))
-	if !mounts.Within(target, packageRoot) {
-		return "", "", escape
+	return raw, rel, nil
+}
+
+// ResolveInPackage applies the path rules of §10.4 to a path requested inside the package
+// directory packageRoot and returns the target and the normalised relative path; wantDir
+// selects the directory rule (listing) or the file rule (read/write). The store itself does
+// not use the returned path: it works on the directory handles resolveIn opens.
+func ResolveInPackage(packageRoot, requested string, wantDir bool) (target, rel string, err error) {
+	raw, rel, err := cleanRel(requested)
+	if err != nil {
+		return "", "", err
 	}
-	if wantDir {
-		if st, err := os.Stat(target); err != nil || !st.IsDir() {
-			return "", "", fmt.Errorf("Skill directory not found: %s", raw)
+	pkg, err := openDirPath(packageRoot)
+	if err != nil {
+		return "", "", osError(err)
+	}
+	defer pkg.close()
+	d, name, err := resolveIn(pkg, raw, rel, wantDir, false)
+	if err != nil {
+		return "", "", err
+	}
+	defer d.close()
+	if name != "" {
+		if st, err := d.lstat(name); err == nil && isSymlink(st) {
+			return "", "", errThroughLink(raw)
 		}
-		return target, rel, nil
 	}
-	if !mounts.Within(filepath.Dir(target), packageRoot) {
-		return "", "", escape
+	return pkg.join(rel), rel, nil
+}
+
+// resolveIn opens what rel names inside the package open at pkg, through no symlink: the
+// directory itself (wantDir, name "") or the directory holding the file and the file's name
+// (create makes missing parent directories).
+func resolveIn(pkg *dir, raw, rel string, wantDir, create bool) (d *dir, name string, err error) {
+	if wantDir {
+		d, err := pkg.sub(rel)
+		switch {
+		case pkg.throughLink(rel, err):
+			return nil, "", errThroughLink(raw)
+		case err != nil:
+			return nil, "", fmt.Errorf("Skill directory not found: %s", raw)
+		}
+		return d, "", nil
 	}
-	return target, rel, nil
+	parent, name := splitRel(rel)
+	if rel == "." {
+		parent, name = ".", "."
+	}
+	if create {
+		d, err = pkg.mkdirAll(parent)
+	} else {
+		d, err = pkg.sub(parent)
+	}
+	switch {
+	case pkg.throughLink(parent, err):
+		return nil, "", errThroughLink(raw)
+	case err != nil && !create:
+		return nil, "", fmt.Errorf("Skill file not found: %s", rel)
+	case err != nil:
+		return nil, "", osError(err)
+	}
+	return d, name, nil
 }
 
 // located is a path requested inside a skill's package, resolved by §10.4.
 type located struct {
-	skill       *Skill
-	root        string // the package root, resolved
-	target, rel string
+	skill    *Skill
+	pkg      *dir // the package directory
+	raw, rel string
 }
 
-// locate finds skill name and resolves requested inside its package.
-func (s *Store) locate(name, requested string, wantDir bool) (*located, error) {
-	sk, err := s.require(name)
+func (l *located) close() { l.pkg.close() }
+
+// locate finds skill name, opens its package and applies §10.4's lexical rules to requested.
+func (s *Store) locate(name, requested string) (*located, error) {
+	root, err := s.openRoot()
 	if err != nil {
 		return nil, err
 	}
-	root := normalize(sk.PackageRoot)
-	if root == "" {
-		return nil, fmt.Errorf("Skill \"%s\" has no package_root", sk.Name)
-	}
-	target, rel, err := ResolveInPackage(root, requested, wantDir)
+	defer root.close()
+	sk, err := s.requireIn(root, name)
 	if err != nil {
 		return nil, err
 	}
-	return &located{skill: sk, root: root, target: target, rel: rel}, nil
+	raw, rel, err := cleanRel(requested)
+	if err != nil {
+		return nil, err
+	}
+	pkg, err := openPackage(root, sk)
+	if err != nil {
+		return nil, err
+	}
+	return &located{skill: sk, pkg: pkg, raw: raw, rel: rel}, nil
 }
 
 // FileEntry is one entry of a skill file listing.
@@ -94,18 +152,26 @@ type FileListing struct {
 	Truncated bool        `json:"truncated"`
 }
 
-// ListFiles implements §11.8 list.
+// ListFiles implements §11.8 list. An entry that is a symlink is described by what it points
+// to when that stays inside the package (resolved by the kernel beneath the package handle,
+// openat2 RESOLVE_BENEATH), else as the link itself.
 func (s *Store) ListFiles(name, requested string, includeHidden bool, maxEntries int) (*FileListing, error) {
 	if maxEntries <= 0 {
 		return nil, errors.New("max_entries must be a positive integer")
 	}
 	maxEntries = min(maxEntries, MaxListedFiles)
-	loc, err := s.locate(name, requested, true)
+	loc, err := s.locate(name, requested)
 	if err != nil {
 		return nil, err
 	}
-	sk, root, dir, rel := loc.skill, loc.root, loc.target, loc.rel
-	entries, err := readDirLimited(dir, MaxDirectoryEntries)
+	defer loc.close()
+	d, _, err := resolveIn(loc.pkg, loc.raw, loc.rel, true, false)
+	if err != nil {
+		return nil, err
+	}
+	defer d.close()
+	sk, rel := loc.skill, loc.rel
+	entries, err := d.readDir(MaxDirectoryEntries)
 	if errors.Is(err, errTooManyEntries) {
 		return nil, errors.New("Skill directory exceeds the configured entry limit")
 	}
@@ -126,18 +192,18 @@ func (s *Store) ListFiles(name, requested string, includeHidden bool, maxEntries
 		if rel != "." {
 			p = rel + "/" + e.Name()
 		}
-		full := filepath.Join(dir, e.Name())
-		st, err := os.Stat(full)
-		if err != nil || (e.Type()&fs.ModeSymlink != 0 && !mounts.Within(mounts.Resolve(full), root)) {
-			// Dangling, or a symlink leaving the package: describe the link itself.
-			st, err = os.Lstat(full)
-			if err != nil {
-				continue
+		st, err := d.lstat(e.Name())
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if isSymlink(st) {
+			if target, err := loc.pkg.statBeneath(p); err == nil {
+				st = target
 			}
 		}
-		fe := FileEntry{Path: p, Name: e.Name(), IsDir: st.IsDir()}
+		fe := FileEntry{Path: p, Name: e.Name(), IsDir: isDir(st)}
 		if !fe.IsDir {
-			size := st.Size()
+			size := st.Size
 			fe.Size = &size
 		}
 		out.Entries = append(out.Entries, fe)
@@ -153,21 +219,29 @@ type FileContent struct {
 	Content string   `json:"content"`
 }
 
-// ReadFile implements §11.8 read.
+// ReadFile implements §11.8 read: the file must be a regular file (not a symlink, FIFO,
+// device or directory) reached through no symlink.
 func (s *Store) ReadFile(name, requested string) (*FileContent, error) {
-	loc, err := s.locate(name, requested, false)
+	loc, err := s.locate(name, requested)
 	if err != nil {
 		return nil, err
 	}
-	sk, target, rel := loc.skill, loc.target, loc.rel
-	if st, err := os.Stat(target); err != nil || !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("Skill file not found: %s", rel)
-	}
-	content, err := readTextLimited(target, "Skill file "+rel)
+	defer loc.close()
+	d, base, err := resolveIn(loc.pkg, loc.raw, loc.rel, false, false)
 	if err != nil {
 		return nil, err
 	}
-	return &FileContent{Skill: SkillRef{sk.Name}, Path: rel, Content: content}, nil
+	defer d.close()
+	content, _, err := readText(d, base, "Skill file "+loc.rel)
+	switch {
+	case errors.Is(err, unix.ELOOP):
+		return nil, errThroughLink(loc.raw)
+	case errors.Is(err, errNotRegular), errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("Skill file not found: %s", loc.rel)
+	case err != nil:
+		return nil, osError(err)
+	}
+	return &FileContent{Skill: SkillRef{loc.skill.Name}, Path: loc.rel, Content: content}, nil
 }
 
 // WriteResult is the box_write_skill_file response.
@@ -177,110 +251,48 @@ type WriteResult struct {
 	BytesWritten int      `json:"bytes_written"`
 }
 
-// WriteFile implements §11.8 write, atomically.
+// WriteFile implements §11.8 write, atomically, in the directory handle of the file's parent
+// (missing parents are created one component at a time, never through a symlink).
 func (s *Store) WriteFile(name, requested, content string) (*WriteResult, error) {
-	loc, err := s.locate(name, requested, false)
+	loc, err := s.locate(name, requested)
 	if err != nil {
 		return nil, err
 	}
-	sk, root, target, rel := loc.skill, loc.root, loc.target, loc.rel
+	defer loc.close()
 	if len(content) > MaxTextBytes {
-		return nil, fmt.Errorf("Skill file %s exceeds the %d-byte limit", rel, MaxTextBytes)
+		return nil, fmt.Errorf("Skill file %s exceeds the %d-byte limit", loc.rel, MaxTextBytes)
 	}
-	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-		return nil, osError(err)
-	}
-	// Re-check after creating parents: nothing on the way may have become a symlink out.
-	if !mounts.Within(mounts.Resolve(filepath.Dir(target)), root) {
-		return nil, errors.New("path must stay within the skill package root")
-	}
-	if err := atomicWrite(target, []byte(content)); err != nil {
+	d, base, err := resolveIn(loc.pkg, loc.raw, loc.rel, false, true)
+	if err != nil {
 		return nil, err
 	}
-	return &WriteResult{Skill: SkillRef{sk.Name}, Path: rel, BytesWritten: len(content)}, nil
+	defer d.close()
+	if st, err := d.lstat(base); err == nil && isSymlink(st) {
+		return nil, errThroughLink(loc.raw)
+	}
+	if err := atomicWrite(d, base, []byte(content)); err != nil {
+		return nil, err
+	}
+	return &WriteResult{Skill: SkillRef{loc.skill.Name}, Path: loc.rel, BytesWritten: len(content)}, nil
 }
 
-// atomicWrite replaces target with data atomically (atomicfile); an existing file keeps its
-// permission bits, a directory is refused with the OS's error.
-func atomicWrite(target string, data []byte) error {
+// atomicWrite replaces name of d with data atomically (atomicfile.WriteAt); an existing file
+// keeps its permission bits, a directory is refused with the OS's error.
+func atomicWrite(d *dir, name string, data []byte) error {
 	mode := os.FileMode(0o644)
-	if st, err := os.Lstat(target); err == nil {
-		if st.IsDir() {
-			return osError(&os.PathError{Op: "open", Path: target, Err: syscall.EISDIR})
+	if st, err := d.lstat(name); err == nil {
+		if isDir(st) {
+			return osError(&os.PathError{Op: "open", Path: d.join(name), Err: syscall.EISDIR})
 		}
-		if st.Mode().IsRegular() {
-			mode = st.Mode().Perm()
+		if isRegular(st) {
+			mode = os.FileMode(st.Mode & 0o777)
 		}
 	}
-	return osError(atomicfile.Write(target, data, mode))
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
+	return osError(atomicfile.WriteAt(d.f, name, data, mode))
 }
 
 func randomSuffix() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// copyTree copies src into a new directory dst (which must not exist) through a sibling
-// temporary directory and one rename. Regular files and directories are copied; symlinks
-// are not followed and not copied (they could point anywhere); dst is skipped if it lies
-// inside src.
-func copyTree(src, dst string) error {
-	tmp := filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".copy-"+randomSuffix())
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		return osError(err)
-	}
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return osError(err)
-		}
-		if p == dst || p == tmp {
-			return filepath.SkipDir
-		}
-		rel, _ := filepath.Rel(src, p)
-		out := filepath.Join(tmp, rel)
-		switch {
-		case d.IsDir():
-			return osError(os.MkdirAll(out, 0o755))
-		case d.Type().IsRegular():
-			return copyFile(p, out)
-		}
-		return nil
-	})
-	if err == nil {
-		err = osError(os.Rename(tmp, dst))
-	}
-	if err != nil {
-		_ = os.RemoveAll(tmp)
-		return err
-	}
-	return nil
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		return osError(err)
-	}
-	defer in.Close()
-	st, err := in.Stat()
-	if err != nil {
-		return osError(err)
-	}
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, st.Mode().Perm())
-	if err != nil {
-		return osError(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return osError(err)
-	}
-	return osError(out.Close())
 }

@@ -37,8 +37,8 @@ func TestSkillFiles(t *testing.T) {
 		{name: "parent escape", path: "../x", err: "path must stay within the skill package root"},
 		{name: "dotdot prefix name", path: "..foo", err: "path must stay within the skill package root"},
 		{name: "absolute", path: "/etc/passwd", err: "path must be relative to the skill package root"},
-		{name: "symlinked dir out", path: "escape/new.txt", err: "path must stay within the skill package root"},
-		{name: "symlinked file out", path: "secret-link", err: "path must stay within the skill package root"},
+		{name: "symlinked dir out", path: "escape/new.txt", err: "path must stay within the skill package root: escape/new.txt passes through a symbolic link, which skill file actions do not follow"},
+		{name: "symlinked file out", path: "secret-link", err: "path must stay within the skill package root: secret-link passes through a symbolic link, which skill file actions do not follow"},
 		{name: "too big", path: "x.txt", content: strings.Repeat("é", MaxTextBytes/2+1), err: "Skill file x.txt exceeds the 1048576-byte limit"},
 		{name: "nested, parents created", path: "scripts/run.sh", content: "echo héllo\n", wantPath: "scripts/run.sh", bytes: len("echo héllo\n")},
 		{name: "normalised", path: "./scripts//../notes.md", content: "n", wantPath: "notes.md", bytes: 1},
@@ -68,7 +68,7 @@ func TestSkillFiles(t *testing.T) {
 		{"too big", "big.txt", "Skill file big.txt exceeds the 1048576-byte limit"},
 		{"missing", "nope.txt", "Skill file not found: nope.txt"},
 		{"directory", "scripts", "Skill file not found: scripts"},
-		{"symlink out", "secret-link", "path must stay within the skill package root"},
+		{"symlink out", "secret-link", "path must stay within the skill package root: secret-link passes through a symbolic link, which skill file actions do not follow"},
 		{"unknown skill", "", ""},
 	} {
 		t.Run("read "+tc.name, func(t *testing.T) {
@@ -153,9 +153,10 @@ func TestResolveInPackage(t *testing.T) {
 	}{
 		{in: "", rel: ".", dir: true},
 		{in: " d ", rel: "d", dir: true},
-		{in: "dlink", rel: "dlink", dir: true},
+		{in: "dlink", err: "path must stay within the skill package root: dlink passes through a symbolic link, which skill file actions do not follow", dir: true},
+		{in: "dlink/x", err: "path must stay within the skill package root: dlink/x passes through a symbolic link, which skill file actions do not follow"},
 		{in: "d/../d/x", rel: "d/x"},
-		{in: "rootlink/etc", err: "path must stay within the skill package root"},
+		{in: "rootlink/etc", err: "path must stay within the skill package root: rootlink/etc passes through a symbolic link, which skill file actions do not follow"},
 		{in: "d/../../x", err: "path must stay within the skill package root"},
 		{in: "/d", err: "path must be relative to the skill package root"},
 	} {

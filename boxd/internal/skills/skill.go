@@ -16,7 +16,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +24,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
 
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/mounts"
@@ -58,6 +58,10 @@ type Skill struct {
 	CreatedAt     string  `json:"created_at"`
 	UpdatedAt     string  `json:"updated_at"`
 	SourcePath    *string `json:"source_path,omitempty"`
+
+	// rel is the package directory relative to the directory it was discovered from (the
+	// tenant root for the store's own skills): the store reopens it from there.
+	rel string
 }
 
 func (s Skill) textBytes() int {
@@ -177,44 +181,26 @@ func BuildSkillMD(meta Metadata, instructions string) (string, error) {
 	return "---\n" + strings.TrimSpace(buf.String()) + "\n---\n\n" + instructions, nil
 }
 
-// readTextLimited reads a UTF-8 text file of at most MaxTextBytes, refusing to follow a
-// symlink as its last component (the caller has resolved the path already).
-func readTextLimited(path, subject string) (string, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		return "", osError(err)
+// readText reads name, a regular file of the directory d, as UTF-8 text of at most
+// MaxTextBytes (see dir.readRegular: never through a symlink, never blocking on a FIFO).
+// Errors other than the two text errors are the OS's (errNotRegular for a non-regular file).
+func readText(d *dir, name, subject string) (string, unix.Stat_t, error) {
+	data, st, err := d.readRegular(name, MaxTextBytes)
+	switch {
+	case errors.Is(err, errTooLarge):
+		return "", st, fmt.Errorf("%s exceeds the %d-byte limit", subject, MaxTextBytes)
+	case err != nil:
+		return "", st, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return "", osError(err)
+	if !utf8.Valid(data) {
+		return "", st, fmt.Errorf("%s is not valid UTF-8 text", subject)
 	}
-	tooBig := fmt.Errorf("%s exceeds the %d-byte limit", subject, MaxTextBytes)
-	if st.Size() > MaxTextBytes {
-		return "", tooBig
-	}
-	// Sized by the file (every listing reads every SKILL.md), still bounded if it grows.
-	buf := bytes.NewBuffer(make([]byte, 0, st.Size()+1))
-	if _, err := buf.ReadFrom(io.LimitReader(f, MaxTextBytes+1)); err != nil {
-		return "", osError(err)
-	}
-	if buf.Len() > MaxTextBytes {
-		return "", tooBig
-	}
-	if !utf8.Valid(buf.Bytes()) {
-		return "", fmt.Errorf("%s is not valid UTF-8 text", subject)
-	}
-	return buf.String(), nil
+	return string(data), st, nil
 }
 
 // fileTimes returns a file's ctime and mtime.
-func fileTimes(st os.FileInfo) (ctime, mtime time.Time) {
-	mtime = st.ModTime()
-	ctime = mtime
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-		ctime = time.Unix(sys.Ctim.Sec, sys.Ctim.Nsec)
-	}
-	return ctime, mtime
+func fileTimes(st unix.Stat_t) (ctime, mtime time.Time) {
+	return time.Unix(st.Ctim.Sec, st.Ctim.Nsec), time.Unix(st.Mtim.Sec, st.Mtim.Nsec)
 }
 
 // osError renders an OS error as Python's OSError str(): "[Errno N] Message: 'path'".

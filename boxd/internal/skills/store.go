@@ -3,9 +3,8 @@ package skills
 import (
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -15,8 +14,9 @@ import (
 )
 
 // Store is one tenant's view of the skill store: every operation stays inside Root.
-// A Store is not safe for concurrent use; the caller serialises all store operations of the
-// process (§11.12).
+// A Store is not safe for concurrent use; the caller serialises the store operations of one
+// tenant (stores of different tenants share nothing but the staging directory, where each
+// operation has its own randomly named entries).
 type Store struct {
 	// Root is the tenant root <store root>/tenants/<namespace>, symlinks resolved.
 	Root string
@@ -47,60 +47,71 @@ func Open(storeRoot, namespace string, hooks Hooks) (*Store, error) {
 // within reports whether resolved path p is the tenant root or below it.
 func (s *Store) within(p string) bool { return mounts.Within(p, s.Root) }
 
-// findEntry returns the entry file of a package directory, or "". An entry file that is a
-// symlink must resolve to a regular file inside the package.
-func findEntry(dir string) string {
+// openRoot opens the tenant root (created when missing): every operation of the store goes
+// through this handle (see dir).
+func (s *Store) openRoot() (*dir, error) {
+	if err := os.MkdirAll(s.Root, 0o755); err != nil {
+		return nil, osError(err)
+	}
+	d, err := openDirPath(s.Root)
+	return d, osError(err)
+}
+
+// relOf returns p (a path already inside the tenant root) relative to the tenant root.
+func (s *Store) relOf(p string) string {
+	rel, err := filepath.Rel(s.Root, p)
+	if err != nil {
+		return "."
+	}
+	return filepath.ToSlash(rel)
+}
+
+// findEntry returns the entry file of a package directory, or "": a regular file (a symlink
+// is not an entry file, whatever it points to).
+func findEntry(d *dir) string {
 	for _, name := range []string{entryFilePreferred, entryFileAlternative} {
-		p := filepath.Join(dir, name)
-		st, err := os.Stat(p)
-		if err != nil || !st.Mode().IsRegular() {
-			continue
+		if st, err := d.lstat(name); err == nil && isRegular(st) {
+			return name
 		}
-		if lst, err := os.Lstat(p); err == nil && lst.Mode()&fs.ModeSymlink != 0 {
-			if !mounts.Within(realpath(p), realpath(dir)) {
-				continue
-			}
-		}
-		return name
 	}
 	return ""
 }
 
-type found struct{ dir, entry string }
+// found is a package discovered below a base directory: rel is relative to the base.
+type found struct{ rel, path, entry string }
 
-// discover walks breadth-first from root (§11.4): a directory with an entry file is a
-// package and is not descended into; symlinked directories are never followed.
-func discover(root string, maxDepth int) ([]found, error) {
+// discover walks breadth-first from start (relative to base) (§11.4): a directory with an
+// entry file is a package and is not descended into; symlinks are never followed, each
+// directory is opened from base by openat (see dir).
+func discover(base *dir, start string, maxDepth int) ([]found, error) {
 	type item struct {
-		dir   string
+		rel   string
 		depth int
 	}
 	var out []found
-	queue := []item{{root, 0}}
-	seen := map[string]bool{}
+	queue := []item{{start, 0}}
 	scanned := 0
 	for len(queue) > 0 {
 		cur := queue[0]
 		queue = queue[1:]
-		dir, err := filepath.Abs(cur.dir)
+		d, err := base.sub(cur.rel)
 		if err != nil {
-			continue
+			continue // gone, replaced or unreadable: skipped
 		}
-		if seen[dir] {
-			continue
-		}
-		seen[dir] = true
-		if entry := findEntry(dir); entry != "" {
-			out = append(out, found{dir, entry})
+		if entry := findEntry(d); entry != "" {
+			d.close()
+			out = append(out, found{cur.rel, base.join(cur.rel), entry})
 			if len(out) > MaxDiscoveredSkills {
 				return nil, errors.New("Skill discovery exceeded the configured package limit")
 			}
 			continue
 		}
 		if cur.depth >= maxDepth {
+			d.close()
 			continue
 		}
-		entries, err := readDirLimited(dir, MaxScanEntries-scanned)
+		entries, err := d.readDir(MaxScanEntries - scanned)
+		d.close()
 		scanned += len(entries)
 		if errors.Is(err, errTooManyEntries) {
 			return nil, errors.New("Skill discovery exceeded the configured entry limit")
@@ -110,7 +121,7 @@ func discover(root string, maxDepth int) ([]found, error) {
 		}
 		for _, e := range entries {
 			if e.Type().IsDir() {
-				queue = append(queue, item{filepath.Join(dir, e.Name()), cur.depth + 1})
+				queue = append(queue, item{path.Join(cur.rel, e.Name()), cur.depth + 1})
 			}
 		}
 	}
@@ -119,36 +130,21 @@ func discover(root string, maxDepth int) ([]found, error) {
 
 var errTooManyEntries = errors.New("too many directory entries")
 
-// readDirLimited reads at most limit entries of dir, sorted by name; more → errTooManyEntries.
-func readDirLimited(dir string, limit int) ([]fs.DirEntry, error) {
-	f, err := os.Open(dir)
+// loadFound loads a discovered package (§11.3).
+func loadFound(base *dir, f found) (Skill, error) {
+	d, err := base.sub(f.rel)
 	if err != nil {
-		return nil, err
+		return Skill{}, osError(err)
 	}
-	defer f.Close()
-	var all []fs.DirEntry
-	for {
-		batch, err := f.ReadDir(256)
-		all = append(all, batch...)
-		if len(all) > limit {
-			return all, errTooManyEntries
-		}
-		if errors.Is(err, io.EOF) || (err == nil && len(batch) == 0) {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i].Name() < all[j].Name() })
-	return all, nil
+	defer d.close()
+	sk, err := load(d, f.entry)
+	sk.rel = f.rel
+	return sk, err
 }
 
-// load turns one package into a skill object (§11.3).
-func load(dir, entry string) (Skill, error) {
-	root := realpath(dir)
-	entryPath := filepath.Join(root, entry)
-	content, err := readTextLimited(realpath(entryPath), "Skill entry file "+entry)
+// load turns the package open at d into a skill object (§11.3).
+func load(d *dir, entry string) (Skill, error) {
+	content, st, err := readText(d, entry, "Skill entry file "+entry)
 	if err != nil {
 		return Skill{}, err
 	}
@@ -156,7 +152,7 @@ func load(dir, entry string) (Skill, error) {
 	if err != nil {
 		return Skill{}, err
 	}
-	rawName := filepath.Base(root)
+	rawName := filepath.Base(d.path)
 	if pyval.Truthy(meta["name"]) {
 		rawName = pyval.Str(meta["name"])
 	}
@@ -172,42 +168,44 @@ func load(dir, entry string) (Skill, error) {
 	if pyval.Truthy(meta["description"]) {
 		desc = pyval.Str(meta["description"])
 	}
-	st, err := os.Stat(entryPath)
-	if err != nil {
-		return Skill{}, osError(err)
-	}
 	ctime, mtime := fileTimes(st)
 	return Skill{
 		Name: name, DisplayName: strings.TrimSpace(display), Description: strings.TrimSpace(desc),
-		Instructions: instructions, PackageRoot: root, EntryFile: entry, PythonProject: isPythonProject(root),
+		Instructions: instructions, PackageRoot: d.path, EntryFile: entry, PythonProject: isPythonProject(d),
 		CreatedAt: pyval.IsoFormat(ctime), UpdatedAt: pyval.IsoFormat(mtime),
 	}, nil
 }
 
-func isPythonProject(root string) bool {
+func isPythonProject(d *dir) bool {
 	for _, f := range []string{"requirements.txt", "pyproject.toml", "setup.py", "setup.cfg"} {
-		if st, err := os.Stat(filepath.Join(root, f)); err == nil && st.Mode().IsRegular() {
+		if st, err := d.lstat(f); err == nil && isRegular(st) {
 			return true
 		}
 	}
-	st, err := os.Stat(filepath.Join(root, ".venv"))
-	return err == nil && st.IsDir()
+	st, err := d.lstat(".venv")
+	return err == nil && isDir(st)
 }
 
 // List returns every loadable skill of the tenant, newest first (§11.4); it creates the
 // tenant root when missing.
 func (s *Store) List() ([]Skill, error) {
-	if err := os.MkdirAll(s.Root, 0o755); err != nil {
-		return nil, osError(err)
+	root, err := s.openRoot()
+	if err != nil {
+		return nil, err
 	}
-	pkgs, err := discover(s.Root, ListDepth)
+	defer root.close()
+	return s.list(root)
+}
+
+func (s *Store) list(root *dir) ([]Skill, error) {
+	pkgs, err := discover(root, ".", ListDepth)
 	if err != nil {
 		return nil, err
 	}
 	skills := []Skill{}
 	text := 0
 	for _, p := range pkgs {
-		sk, err := load(p.dir, p.entry)
+		sk, err := loadFound(root, p)
 		if err != nil {
 			continue // unloadable packages are skipped, as the reference does
 		}
@@ -223,27 +221,12 @@ func (s *Store) List() ([]Skill, error) {
 
 // Get returns the first listed skill called name, or nil.
 func (s *Store) Get(name string) (*Skill, error) {
-	all, err := s.List()
+	root, err := s.openRoot()
 	if err != nil {
 		return nil, err
 	}
-	for i := range all {
-		if all[i].Name == name {
-			return &all[i], nil
-		}
-	}
-	return nil, nil
-}
-
-func (s *Store) require(name string) (*Skill, error) {
-	sk, err := s.Get(name)
-	if err != nil {
-		return nil, err
-	}
-	if sk == nil {
-		return nil, fmt.Errorf("Skill \"%s\" not found", name)
-	}
-	return sk, nil
+	defer root.close()
+	return s.getIn(root, name)
 }
 
 // managedInstallRoot returns the top-level directory under the tenant root that holds
@@ -288,18 +271,59 @@ func (s *Store) ResolvePackageRoot(name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	sk, err := s.require(name)
+	root, err := s.openRoot()
 	if err != nil {
 		return "", err
 	}
-	root := normalize(sk.PackageRoot)
-	if !s.within(root) {
+	defer root.close()
+	sk, err := s.requireIn(root, name)
+	if err != nil {
+		return "", err
+	}
+	if !s.within(sk.PackageRoot) {
 		return "", errors.New("skill package must stay within the Workspace skill root")
 	}
-	if st, err := os.Stat(root); err != nil || !st.IsDir() {
+	d, err := root.sub(sk.rel)
+	if err != nil {
 		return "", fmt.Errorf("Skill \"%s\" package directory is unavailable", name)
 	}
-	return root, nil
+	d.close()
+	return sk.PackageRoot, nil
+}
+
+// getIn is Get on an open tenant root.
+func (s *Store) getIn(root *dir, name string) (*Skill, error) {
+	all, err := s.list(root)
+	if err != nil {
+		return nil, err
+	}
+	for i := range all {
+		if all[i].Name == name {
+			return &all[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// requireIn is getIn for a skill that must exist.
+func (s *Store) requireIn(root *dir, name string) (*Skill, error) {
+	sk, err := s.getIn(root, name)
+	if err != nil {
+		return nil, err
+	}
+	if sk == nil {
+		return nil, fmt.Errorf("Skill \"%s\" not found", name)
+	}
+	return sk, nil
+}
+
+// openPackage opens the package directory of a listed skill.
+func openPackage(root *dir, sk *Skill) (*dir, error) {
+	d, err := root.sub(sk.rel)
+	if err != nil {
+		return nil, fmt.Errorf("Skill \"%s\" package directory is unavailable", sk.Name)
+	}
+	return d, nil
 }
 
 // Create implements §11.5.
@@ -308,7 +332,12 @@ func (s *Store) Create(req Request) (*Skill, error) {
 	if err != nil {
 		return nil, err
 	}
-	existing, err := s.Get(name)
+	root, err := s.openRoot()
+	if err != nil {
+		return nil, err
+	}
+	defer root.close()
+	existing, err := s.getIn(root, name)
 	if err != nil {
 		return nil, err
 	}
@@ -322,36 +351,42 @@ func (s *Store) Create(req Request) (*Skill, error) {
 	if pkg != "" && !s.within(pkg) {
 		return nil, errors.New("package_root must stay within the Workspace skill root")
 	}
-	managed := normalize(filepath.Join(s.Root, name))
-	target := managed
+	managed := filepath.Join(s.Root, name)
+	var target *dir
 	var imported *Skill
 	switch {
 	case pkg != "" && s.managedInstallRoot(pkg) != "":
-		if st, err := os.Stat(pkg); err != nil || !st.IsDir() {
+		if target, err = root.sub(s.relOf(pkg)); err != nil {
 			return nil, fmt.Errorf("Directory does not exist: %s", pkg)
 		}
-		target = pkg
 		if imported, err = readPackage(target); err != nil {
+			target.close()
 			return nil, err
 		}
-	case pkg != "" && pkg != managed:
-		if st, err := os.Stat(pkg); err != nil || !st.IsDir() {
-			return nil, fmt.Errorf("Directory does not exist: %s", pkg)
-		}
-		if _, err := os.Lstat(managed); err == nil {
+	case pkg != "" && pkg != managed: // the tenant root itself
+		if _, err := root.lstat(name); err == nil {
 			return nil, fmt.Errorf("Skill directory already exists: %s", managed)
 		}
-		if err := copyTree(pkg, managed); err != nil {
+		if err := copyTree(root, root, name); err != nil {
 			return nil, err
 		}
-		if imported, err = readPackage(managed); err != nil {
+		if target, err = root.sub(name); err != nil {
+			return nil, osError(err)
+		}
+		if imported, err = readPackage(target); err != nil {
+			target.close()
 			return nil, err
 		}
 	default:
-		if err := os.MkdirAll(managed, 0o755); err != nil {
+		// Nothing is created for instructions that could never be loaded.
+		if _, err := renderSkillMD(Metadata{Name: &name, DisplayName: fieldPtr(req.DisplayName), Description: fieldPtr(req.Description)}, req.Instructions.Value); err != nil {
+			return nil, err
+		}
+		if target, err = root.mkdirAll(name); err != nil {
 			return nil, osError(err)
 		}
 	}
+	defer target.close()
 	pick := func(f Field, fromImport string) string {
 		if !f.Present || f.Null {
 			if imported != nil {
@@ -373,7 +408,7 @@ func (s *Store) Create(req Request) (*Skill, error) {
 		pick(req.Instructions, imp.Instructions)); err != nil {
 		return nil, err
 	}
-	created, err := s.Get(name)
+	created, err := s.getIn(root, name)
 	if err != nil {
 		return nil, err
 	}
@@ -383,13 +418,20 @@ func (s *Store) Create(req Request) (*Skill, error) {
 	return created, nil
 }
 
-// readPackage loads the package at dir for an import (§11.5 step 3).
-func readPackage(dir string) (*Skill, error) {
-	entry := findEntry(dir)
-	if entry == "" {
-		return nil, fmt.Errorf("No SKILL.md found in %s", dir)
+func fieldPtr(f Field) *string {
+	if f.Null {
+		return nil
 	}
-	sk, err := load(dir, entry)
+	return &f.Value
+}
+
+// readPackage loads the package open at d for an import (§11.5 step 3).
+func readPackage(d *dir) (*Skill, error) {
+	entry := findEntry(d)
+	if entry == "" {
+		return nil, fmt.Errorf("No SKILL.md found in %s", d.path)
+	}
+	sk, err := load(d, entry)
 	if err != nil {
 		return nil, err
 	}
@@ -398,12 +440,14 @@ func readPackage(dir string) (*Skill, error) {
 
 // Update implements §11.6.
 func (s *Store) Update(name string, req Request) (*Skill, error) {
-	sk, err := s.Get(name)
+	root, err := s.openRoot()
 	if err != nil {
 		return nil, err
 	}
-	if sk == nil {
-		return nil, fmt.Errorf("Skill \"%s\" not found", name)
+	defer root.close()
+	sk, err := s.requireIn(root, name)
+	if err != nil {
+		return nil, err
 	}
 	requested := sk.Name
 	if req.Name.Present && !req.Name.Null && req.Name.Value != "" {
@@ -430,10 +474,15 @@ func (s *Store) Update(name string, req Request) (*Skill, error) {
 		instructions = req.Instructions.Value // null arrives as ""
 	}
 	meta := Metadata{Name: &sk.Name, DisplayName: keep(req.DisplayName, sk.DisplayName), Description: keep(req.Description, sk.Description)}
-	if err := writeSkillMD(sk.PackageRoot, meta, instructions); err != nil {
+	pkg, err := openPackage(root, sk)
+	if err != nil {
 		return nil, err
 	}
-	updated, err := s.Get(name)
+	defer pkg.close()
+	if err := writeSkillMD(pkg, meta, instructions); err != nil {
+		return nil, err
+	}
+	updated, err := s.getIn(root, name)
 	if err != nil {
 		return nil, err
 	}
@@ -443,25 +492,67 @@ func (s *Store) Update(name string, req Request) (*Skill, error) {
 	return updated, nil
 }
 
-// Delete implements §11.7: the whole top-level directory holding the package goes.
+// Delete implements §11.7: the whole top-level directory holding the package goes. A
+// package whose SKILL.md cannot be loaded (over the size limit, not UTF-8, bad front matter:
+// written by a sandbox or an older runtime) never lists, so it cannot be found by name; it is
+// deleted when name is the managed directory <tenant root>/<name> holding it.
 func (s *Store) Delete(name string) error {
-	sk, err := s.require(name)
+	root, err := s.openRoot()
 	if err != nil {
 		return err
 	}
-	top := s.managedInstallRoot(normalize(sk.PackageRoot))
-	if top == "" {
-		return errors.New("Only managed skills under the Box skills root can be deleted")
+	defer root.close()
+	sk, err := s.getIn(root, name)
+	if err != nil {
+		return err
+	}
+	var top string
+	switch {
+	case sk != nil:
+		top, _, _ = strings.Cut(sk.rel, "/")
+		if !s.within(sk.PackageRoot) || top == "." || top == "" {
+			return errors.New("Only managed skills under the Box skills root can be deleted")
+		}
+	case unloadablePackage(root, name):
+		top = name
+	default:
+		return fmt.Errorf("Skill \"%s\" not found", name)
 	}
 	// Move aside first (one rename), then remove: a crash half-way never leaves a
-	// half-deleted package that still lists.
-	aside := filepath.Join(s.staging, "delete-"+randomSuffix())
-	if err := os.MkdirAll(s.staging, 0o700); err != nil || os.Rename(top, aside) != nil {
-		_ = os.RemoveAll(top)
-		return nil
+	// half-deleted package that still lists. os.RemoveAll works with openat/unlinkat and
+	// O_NOFOLLOW below the directory it is given, never following a link in the package.
+	aside := "delete-" + randomSuffix()
+	if err := os.MkdirAll(s.staging, 0o700); err == nil {
+		if staging, err := openDirPath(s.staging); err == nil {
+			err = root.rename(top, staging, aside)
+			staging.close()
+			if err == nil {
+				_ = os.RemoveAll(filepath.Join(s.staging, aside))
+				return nil
+			}
+		}
 	}
-	_ = os.RemoveAll(aside)
+	_ = os.RemoveAll(filepath.Join(s.Root, top))
 	return nil
+}
+
+// unloadablePackage reports whether name is a directory right under the tenant root holding
+// an entry file that does not load.
+func unloadablePackage(root *dir, name string) bool {
+	if _, err := ValidateName(name); err != nil || name != strings.TrimSpace(name) {
+		return false
+	}
+	d, err := root.sub(name)
+	if err != nil {
+		return false
+	}
+	defer d.close()
+	entry := findEntry(d)
+	if entry == "" {
+		return false
+	}
+	_, err = load(d, entry)
+	return err != nil
 }
 
 // Scan implements §11.7 scan: one package at or below path (depth 2).
@@ -470,10 +561,22 @@ func (s *Store) Scan(path string) (*Skill, error) {
 	if p == "" || !s.within(p) {
 		return nil, errors.New("scan path must stay within the Workspace skill root")
 	}
-	if st, err := os.Stat(p); err != nil || !st.IsDir() {
+	root, err := s.openRoot()
+	if err != nil {
+		return nil, err
+	}
+	defer root.close()
+	return s.scanIn(root, s.relOf(p))
+}
+
+func (s *Store) scanIn(root *dir, rel string) (*Skill, error) {
+	p := root.join(rel)
+	d, err := root.sub(rel)
+	if err != nil {
 		return nil, fmt.Errorf("Directory does not exist: %s", p)
 	}
-	pkgs, err := discover(p, ScanDepth)
+	d.close()
+	pkgs, err := discover(root, rel, ScanDepth)
 	if err != nil {
 		return nil, err
 	}
@@ -481,7 +584,7 @@ func (s *Store) Scan(path string) (*Skill, error) {
 	case 0:
 		return nil, fmt.Errorf("No SKILL.md found in %s or its subdirectories (max depth: %d)", p, ScanDepth)
 	case 1:
-		sk, err := load(pkgs[0].dir, pkgs[0].entry)
+		sk, err := loadFound(root, pkgs[0])
 		if err != nil {
 			return nil, err
 		}
@@ -489,20 +592,30 @@ func (s *Store) Scan(path string) (*Skill, error) {
 	}
 	dirs := make([]string, len(pkgs))
 	for i, f := range pkgs {
-		dirs[i] = f.dir
+		dirs[i] = f.path
 	}
 	return nil, fmt.Errorf("Multiple skill directories found in %s. Please choose a more specific path: %s", p, strings.Join(dirs, ", "))
 }
 
-// writeSkillMD writes SKILL.md into dir atomically.
-func writeSkillMD(dir string, meta Metadata, instructions string) error {
-	dir = normalize(dir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return osError(err)
-	}
+// renderSkillMD is BuildSkillMD refusing a file that could never be loaded again (§11.2: an
+// entry file over MaxTextBytes makes the package unloadable, and so undeletable by name).
+func renderSkillMD(meta Metadata, instructions string) (string, error) {
 	content, err := BuildSkillMD(meta, instructions)
+	if err != nil {
+		return "", err
+	}
+	if len(content) > MaxTextBytes {
+		return "", fmt.Errorf("Skill entry file %s exceeds the %d-byte limit: skill.instructions is %d bytes and SKILL.md would be %d bytes; shorten skill.instructions",
+			entryFilePreferred, MaxTextBytes, len(instructions), len(content))
+	}
+	return content, nil
+}
+
+// writeSkillMD writes SKILL.md into the package open at d, atomically.
+func writeSkillMD(d *dir, meta Metadata, instructions string) error {
+	content, err := renderSkillMD(meta, instructions)
 	if err != nil {
 		return err
 	}
-	return atomicWrite(filepath.Join(dir, entryFilePreferred), []byte(content))
+	return atomicWrite(d, entryFilePreferred, []byte(content))
 }

@@ -11,9 +11,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 	"unicode"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/mounts"
 )
@@ -40,7 +41,7 @@ type ZipRequest struct {
 
 type member struct {
 	f    *zip.File
-	dest string
+	rel  string // the normalised name, relative to the destination
 	dir  bool
 }
 
@@ -95,7 +96,7 @@ func ExtractZip(archive []byte, dest string, hook func(name string)) error {
 			if f.UncompressedSize64 != 0 {
 				return fmt.Errorf("Archive directory has unexpected content: %s", name)
 			}
-			members = append(members, member{f, d, true})
+			members = append(members, member{f, norm, true})
 			continue
 		}
 		if f.UncompressedSize64 > MaxZipEntryBytes {
@@ -112,36 +113,35 @@ func ExtractZip(archive []byte, dest string, hook func(name string)) error {
 		if totalSize > MaxZipTotalBytes {
 			return errors.New("Archive exceeds the total uncompressed size limit")
 		}
-		members = append(members, member{f, d, false})
+		members = append(members, member{f, norm, false})
 	}
 	if totalSize > 0 && (totalCompressed == 0 || totalSize > MaxZipRatio*totalCompressed) {
 		return errors.New("Archive exceeds the aggregate compression ratio limit")
 	}
+	destDir, err := openDirPath(root)
+	if err != nil {
+		return osError(err)
+	}
+	defer destDir.close()
 	var extracted int64
 	for _, m := range members {
 		if m.dir {
-			if err := os.MkdirAll(m.dest, 0o755); err != nil {
+			d, err := destDir.mkdirAll(m.rel)
+			if err != nil {
 				return osError(err)
 			}
+			d.close()
 			continue
 		}
-		if err := os.MkdirAll(filepath.Dir(m.dest), 0o755); err != nil {
-			return osError(err)
-		}
-		n, err := extractFile(m.f, m.dest, &extracted)
+		parentRel, base := splitRel(m.rel)
+		parent, err := destDir.mkdirAll(parentRel)
 		if err != nil {
-			_ = os.Remove(m.dest)
-			return err
-		}
-		if uint64(n) != m.f.UncompressedSize64 {
-			return fmt.Errorf("Archive entry size changed while extracting: %s", m.f.Name)
-		}
-		mode := os.FileMode(0o644)
-		if (m.f.ExternalAttrs>>16)&0o111 != 0 {
-			mode = 0o755
-		}
-		if err := os.Chmod(m.dest, mode); err != nil {
 			return osError(err)
+		}
+		err = extractMember(m, parent, base, &extracted)
+		parent.close()
+		if err != nil {
+			return err
 		}
 		if hook != nil {
 			hook(m.f.Name)
@@ -150,19 +150,42 @@ func ExtractZip(archive []byte, dest string, hook func(name string)) error {
 	return nil
 }
 
-// extractFile copies one member in 64 KiB pieces into a newly created file, enforcing the
-// per-entry and total limits on the bytes actually produced (not the declared sizes).
-func extractFile(f *zip.File, dest string, total *int64) (int64, error) {
+// extractMember writes one file member as name of parent (created exclusively, 0755 when
+// the archived mode has an execute bit, else 0644); a failed file is removed.
+func extractMember(m member, parent *dir, name string, extracted *int64) error {
+	fd, err := unix.Openat(parent.fd(), name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return osError(&os.PathError{Op: "open", Path: parent.join(name), Err: err})
+	}
+	out := os.NewFile(uintptr(fd), parent.join(name))
+	n, err := extractFile(m.f, out, extracted)
+	if err == nil && uint64(n) != m.f.UncompressedSize64 {
+		err = fmt.Errorf("Archive entry size changed while extracting: %s", m.f.Name)
+	}
+	mode := os.FileMode(0o644)
+	if (m.f.ExternalAttrs>>16)&0o111 != 0 {
+		mode = 0o755
+	}
+	if err == nil {
+		err = osError(out.Chmod(mode))
+	}
+	if cerr := out.Close(); err == nil {
+		err = osError(cerr)
+	}
+	if err != nil {
+		_ = unix.Unlinkat(parent.fd(), name, 0)
+	}
+	return err
+}
+
+// extractFile copies one member in 64 KiB pieces into out, enforcing the per-entry and total
+// limits on the bytes actually produced (not the declared sizes).
+func extractFile(f *zip.File, out *os.File, total *int64) (int64, error) {
 	rc, err := f.Open()
 	if err != nil {
 		return 0, fmt.Errorf("Archive entry cannot be read: %s", f.Name)
 	}
 	defer rc.Close()
-	out, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return 0, osError(err)
-	}
-	defer out.Close()
 	buf := make([]byte, zipCopyChunk)
 	var n int64
 	for {
@@ -226,6 +249,8 @@ func portablePath(p string) string {
 type staged struct {
 	dir  string // the staging directory of this upload (removed afterwards)
 	root string // the archive root (after the single-directory rule and source_subdir)
+	base *dir   // handle on dir
+	rel  string // root relative to dir
 }
 
 // stage extracts archive into a fresh staging directory and applies source_subdir.
@@ -273,10 +298,21 @@ func (s *Store) stage(archive []byte, subdir string) (*staged, error) {
 		root = target
 	}
 	st.root = root
+	if st.base, err = openDirPath(dir); err != nil {
+		st.remove()
+		return nil, osError(err)
+	}
+	rel, _ := filepath.Rel(dir, root)
+	st.rel = filepath.ToSlash(rel)
 	return st, nil
 }
 
-func (st *staged) remove() { _ = os.RemoveAll(st.dir) }
+func (st *staged) remove() {
+	if st.base != nil {
+		st.base.close()
+	}
+	_ = os.RemoveAll(st.dir)
+}
 
 // sweepStaging removes staging directories left by an install that was interrupted (a
 // killed process) once they are older than stagingMaxAge, so a concurrent runtime on the
@@ -295,7 +331,7 @@ func (s *Store) sweepStaging() {
 
 // candidates discovers the packages of a staged upload and where each would be installed.
 func (s *Store) candidates(st *staged, req ZipRequest) ([]Skill, error) {
-	pkgs, err := discover(st.root, ScanDepth)
+	pkgs, err := discover(st.base, st.rel, ScanDepth)
 	if err != nil {
 		return nil, err
 	}
@@ -305,11 +341,11 @@ func (s *Store) candidates(st *staged, req ZipRequest) ([]Skill, error) {
 	stem := TargetStem(req.Filename)
 	out := make([]Skill, 0, len(pkgs))
 	for _, p := range pkgs {
-		sk, err := load(p.dir, p.entry)
+		sk, err := loadFound(st.base, p)
 		if err != nil {
 			return nil, err
 		}
-		rel, _ := filepath.Rel(st.root, p.dir)
+		rel, _ := filepath.Rel(st.root, p.path)
 		if rel == "." {
 			rel = ""
 		}
@@ -356,43 +392,42 @@ func (s *Store) InstallZip(archive []byte, req ZipRequest) ([]Skill, error) {
 	if err != nil {
 		return nil, err
 	}
+	root, err := s.openRoot()
+	if err != nil {
+		return nil, err
+	}
+	defer root.close()
 	seen := map[string]bool{}
 	for _, p := range selected {
-		target := normalize(p.PackageRoot)
+		target := filepath.Base(p.PackageRoot) // one name right under the tenant root
 		if seen[target] {
-			return nil, fmt.Errorf("Duplicate target directory selected: %s", target)
+			return nil, fmt.Errorf("Duplicate target directory selected: %s", p.PackageRoot)
 		}
-		if _, err := os.Lstat(target); err == nil {
-			return nil, fmt.Errorf("Skill directory already exists: %s", target)
+		if _, err := root.lstat(target); err == nil {
+			return nil, fmt.Errorf("Skill directory already exists: %s", p.PackageRoot)
 		}
 		seen[target] = true
-	}
-	if err := os.MkdirAll(s.Root, 0o755); err != nil {
-		return nil, osError(err)
 	}
 	var created []string
 	var scanned []Skill
 	rollback := func() {
 		for _, c := range created {
-			_ = os.RemoveAll(c)
+			_ = os.RemoveAll(filepath.Join(s.Root, c))
 		}
 	}
 	for _, p := range selected {
-		target := normalize(p.PackageRoot)
-		src := st.root
-		if *p.SourcePath != "" {
-			src = filepath.Join(st.root, filepath.FromSlash(*p.SourcePath))
-		}
-		if err := moveDir(src, target); err != nil {
+		target := filepath.Base(p.PackageRoot)
+		src := path.Join(st.rel, *p.SourcePath)
+		if err := moveDir(st.base, src, root, target); err != nil {
 			rollback()
 			return nil, err
 		}
 		created = append(created, target)
-		syncDir(s.Root)
+		_ = root.f.Sync()
 		if s.hooks.AfterInstallPackage != nil {
-			s.hooks.AfterInstallPackage(target)
+			s.hooks.AfterInstallPackage(root.join(target))
 		}
-		sk, err := s.Scan(target)
+		sk, err := s.scanIn(root, target)
 		if err != nil {
 			rollback()
 			return nil, err
@@ -402,7 +437,7 @@ func (s *Store) InstallZip(archive []byte, req ZipRequest) ([]Skill, error) {
 	// Each installed skill as listed (the first listed skill of its name), else as scanned:
 	// one listing for all of them.
 	listed := map[string]Skill{}
-	if all, err := s.List(); err == nil {
+	if all, err := s.list(root); err == nil {
 		for i := len(all) - 1; i >= 0; i-- {
 			listed[all[i].Name] = all[i]
 		}
@@ -459,12 +494,24 @@ func selectCandidates(previews []Skill, req ZipRequest) ([]Skill, error) {
 	return out, nil
 }
 
-// moveDir renames src to target; across file systems (a tenant root mounted separately)
-// it falls back to an atomic copy (copyTree stages next to target, then renames).
-func moveDir(src, target string) error {
-	err := os.Rename(src, target)
-	if errors.Is(err, syscall.EXDEV) {
-		return copyTree(src, target)
+// moveDir renames src of base to name of parent; across file systems (a tenant root mounted
+// separately) it falls back to an atomic copy (copyTree stages next to the target, then
+// renames).
+func moveDir(base *dir, src string, parent *dir, name string) error {
+	srcParent, srcName := splitRel(src)
+	from, err := base.sub(srcParent)
+	if err != nil {
+		return osError(err)
+	}
+	defer from.close()
+	err = from.rename(srcName, parent, name)
+	if errors.Is(err, unix.EXDEV) {
+		tree, err := from.sub(srcName)
+		if err != nil {
+			return osError(err)
+		}
+		defer tree.close()
+		return copyTree(tree, parent, name)
 	}
 	return osError(err)
 }
