@@ -216,7 +216,8 @@ func TestChartAgainstStandins(t *testing.T) {
 		vals map[string]any
 	}{
 		{"chart defaults", nil},
-		{"plugin runtime on another port", map[string]any{"pluginRuntime": map[string]any{"port": 5500}}},
+		{"plugin runtime on other ports, debug port on the Service", map[string]any{"pluginRuntime": map[string]any{"port": 5500,
+			"debug": map[string]any{"port": 5600, "service": true}}}},
 		{"plugin runtime disabled", map[string]any{"pluginRuntime": map[string]any{"enabled": false}}},
 	}
 	for _, tc := range cases {
