@@ -40,9 +40,9 @@ type ZipRequest struct {
 }
 
 type member struct {
-	f    *zip.File
-	rel  string // the normalised name, relative to the destination
-	dir  bool
+	f   *zip.File
+	rel string // the normalised name, relative to the destination
+	dir bool
 }
 
 // ExtractZip validates every entry of archive against §11.11 before writing anything, then
