@@ -158,22 +158,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 	// heartbeat and fence
 	go func() {
 		defer func() { done <- struct{}{} }()
-		t := time.NewTicker(pingPeriod)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-s.fence.Changed():
-				if !s.fence.Current(tctx) {
-					return
-				}
-			case <-t.C:
-				if peer.ping() != nil {
-					return
-				}
-			}
-		}
+		peer.keepalive(ctx, s.fence.Changed, func() bool { return !s.fence.Current(tctx) })
 	}()
 	<-done
 	cancel()

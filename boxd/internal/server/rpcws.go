@@ -58,7 +58,7 @@ func (s *Server) rpcWS(w http.ResponseWriter, r *http.Request) {
 	defer s.CloseConn(ctx)
 	out := newOutbox(p)
 	go out.run(ctx)
-	go p.keepalive(ctx)
+	go p.keepalive(ctx, nil, nil)
 	reqs := s.NewRequests(ctx, func(resp rpc.Response) {
 		if ctx.Err() != nil {
 			return

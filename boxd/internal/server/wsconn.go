@@ -152,14 +152,23 @@ func (p *peer) ping() error {
 	return p.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(pongWait))
 }
 
-// keepalive pings every pingPeriod until ctx ends or a ping cannot be sent.
-func (p *peer) keepalive(ctx context.Context) {
+// keepalive pings every pingPeriod until ctx ends or a ping cannot be sent; with changed
+// set, also when a signal on changed() finds gone() true (the relay's generation fence).
+func (p *peer) keepalive(ctx context.Context, changed func() <-chan struct{}, gone func() bool) {
 	t := time.NewTicker(pingPeriod)
 	defer t.Stop()
 	for {
+		var ch <-chan struct{} // nil: never ready
+		if changed != nil {
+			ch = changed()
+		}
 		select {
 		case <-ctx.Done():
 			return
+		case <-ch:
+			if gone() {
+				return
+			}
 		case <-t.C:
 			if p.ping() != nil {
 				return
