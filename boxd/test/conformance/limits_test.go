@@ -236,8 +236,7 @@ func TestInFlightCapOnBothChannels(t *testing.T) {
 	ws := filepath.Join(root, "gate")
 	require.NoError(t, os.MkdirAll(ws, 0o755))
 	session := uniq("inflight")
-	mount := map[string]any{"host_path": ws, "host_path_mode": "rw"}
-	setup.ok("box_create_session", spec(session, mount), ctx1)
+	setup.ok("box_create_session", spec(session, map[string]any{"host_path": ws, "host_path_mode": "rw", "timeout_sec": 600}), ctx1)
 
 	busy := make(map[string]string)
 	for _, tc := range []struct {
