@@ -58,6 +58,11 @@ func (s *skillService) lock(ctx context.Context, ns string) (func(), error) {
 		}
 		s.mu.Unlock()
 	}
+	select {
+	case l.held <- struct{}{}: // free: taken even if ctx has ended
+		return func() { <-l.held; leave() }, nil
+	default:
+	}
 	timer := time.NewTimer(skillLockWait)
 	defer timer.Stop()
 	select {

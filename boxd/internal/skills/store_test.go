@@ -1,6 +1,7 @@
 package skills
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 func newStore(t *testing.T) *Store {
@@ -211,4 +213,74 @@ func TestListSkipsBrokenAndSortsNewestFirst(t *testing.T) {
 	assert.Equal(t, "new", list[0].Name)
 	assert.Equal(t, "old", list[1].Name)
 	assert.Equal(t, "2020-01-01T00:00:00+00:00", list[1].UpdatedAt)
+}
+
+// Item 9 of issue #10: instructions that would make SKILL.md unloadable are refused before
+// anything is written, naming the field and the limit; a SKILL.md that is already too large
+// (or otherwise unloadable) on disk can still be deleted by its directory name.
+func TestSkillMDSizeLimit(t *testing.T) {
+	st := newStore(t)
+	_, err := st.Create(Request{Name: set("demo"), Instructions: set("small")})
+	require.NoError(t, err)
+	before, err := os.ReadFile(filepath.Join(st.Root, "demo", "SKILL.md"))
+	require.NoError(t, err)
+	huge := strings.Repeat("x", MaxTextBytes)
+	header := "---\nname: demo\ndisplay_name: demo\n---\n\n" // what the update keeps
+	want := fmt.Sprintf("Skill entry file SKILL.md exceeds the 1048576-byte limit: skill.instructions is 1048576 bytes and SKILL.md would be %d bytes; shorten skill.instructions", len(header)+MaxTextBytes)
+	_, err = st.Update("demo", Request{Instructions: set(huge)})
+	assert.EqualError(t, err, want)
+	after, err := os.ReadFile(filepath.Join(st.Root, "demo", "SKILL.md"))
+	require.NoError(t, err)
+	assert.Equal(t, before, after, "nothing was written")
+	_, err = st.Create(Request{Name: set("demo2"), Instructions: set(huge)})
+	assert.ErrorContains(t, err, "skill.instructions")
+	assert.NoDirExists(t, filepath.Join(st.Root, "demo2"))
+	// Exactly at the limit is fine.
+	_, err = st.Update("demo", Request{Instructions: set(huge[:MaxTextBytes-len(header)])})
+	require.NoError(t, err)
+
+	for _, tc := range []struct{ name, content string }{
+		{"too-big", "---\nname: too-big\n---\n" + huge},
+		{"not-utf8", "\xff\xfe"},
+	} {
+		pkg := filepath.Join(st.Root, tc.name)
+		require.NoError(t, os.MkdirAll(filepath.Join(pkg, "sub"), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(pkg, "SKILL.md"), []byte(tc.content), 0o644))
+		got, err := st.Get(tc.name)
+		require.NoError(t, err)
+		require.Nil(t, got, "an unloadable package does not list")
+		require.NoError(t, st.Delete(tc.name))
+		assert.NoDirExists(t, pkg)
+	}
+	require.NoError(t, os.MkdirAll(filepath.Join(st.Root, "plain-dir"), 0o755))
+	assert.EqualError(t, st.Delete("plain-dir"), `Skill "plain-dir" not found`, "a directory without an entry file is no skill")
+	assert.DirExists(t, filepath.Join(st.Root, "plain-dir"))
+	assert.EqualError(t, st.Delete("../demo"), `Skill "../demo" not found`)
+}
+
+// Item 6 of issue #10: a FIFO where a file is expected is refused at once, never opened for
+// reading (which blocks until a writer comes).
+func TestFIFOsAreNeverOpened(t *testing.T) {
+	st := newStore(t)
+	sk, err := st.Create(Request{Name: set("demo")})
+	require.NoError(t, err)
+	require.NoError(t, unix.Mkfifo(filepath.Join(sk.PackageRoot, "pipe"), 0o644))
+	_, err = st.ReadFile("demo", "pipe")
+	assert.EqualError(t, err, "Skill file not found: pipe")
+	l, err := st.ListFiles("demo", ".", true, 10)
+	require.NoError(t, err)
+	assert.Len(t, l.Entries, 2)
+
+	fifoPkg := filepath.Join(st.Root, "fifo-pkg")
+	require.NoError(t, os.MkdirAll(fifoPkg, 0o755))
+	require.NoError(t, unix.Mkfifo(filepath.Join(fifoPkg, "SKILL.md"), 0o644))
+	list, err := st.List()
+	require.NoError(t, err)
+	require.Len(t, list, 1, "a FIFO is not an entry file")
+	// The package written into through a FIFO-free path still works.
+	_, err = st.WriteFile("demo", "pipe", "now a file")
+	require.NoError(t, err)
+	got, err := st.ReadFile("demo", "pipe")
+	require.NoError(t, err)
+	assert.Equal(t, "now a file", got.Content)
 }
