@@ -50,15 +50,40 @@ func removeEnv(c *corev1.Container, name string) {
 	c.Env = out
 }
 
+// breakage breaks a valid render of the chart (rendered with set) in one way; the named check
+// must catch it with a message containing msg.
+type breakage struct {
+	name   string
+	set    []string
+	mutate func(r *Release)
+	check  string
+	msg    string
+}
+
+// assertBreakagesCaught renders each case with its values (chart defaults coalesced, as
+// langbotctl validate does), requires the render to pass every check, applies the mutation and
+// requires the named check to fire.
+func assertBreakagesCaught(t *testing.T, cases []breakage) {
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			set, vals := renderRelease(t, tc.set...)
+			require.Empty(t, Run(set, vals), "the chart's render must pass every check")
+			tc.mutate(NewRelease(set, vals))
+			var hit []string
+			for _, f := range Run(set, vals) {
+				if f.Check == tc.check {
+					hit = append(hit, f.Message)
+				}
+			}
+			require.NotEmpty(t, hit, "check %s must fire; all findings: %v", tc.check, Run(set, vals))
+			assert.Contains(t, hit[0], tc.msg)
+		})
+	}
+}
+
 // Each mutation breaks exactly one invariant of a valid render; the named check must catch it.
 func TestEachInvariantCatchesItsBreakage(t *testing.T) {
-	cases := []struct {
-		name   string
-		set    []string
-		mutate func(r *Release)
-		check  string
-		msg    string
-	}{
+	assertBreakagesCaught(t, []breakage{
 		{"box mount path differs", []string{"box.enabled=true"}, func(r *Release) {
 			manifest.Mount(container(r.Box, "box"), "box-root").MountPath = "/data/box"
 		}, "box-root-same-path", "differs from BOX__LOCAL__HOST_ROOT"},
@@ -117,22 +142,7 @@ func TestEachInvariantCatchesItsBreakage(t *testing.T) {
 		{"untagged image", nil, func(r *Release) {
 			container(r.PluginRuntime, "plugin-runtime").Image = "rockchin/langbot"
 		}, "image-tags", "no tag"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			set := renderSet(t, tc.set...)
-			require.Empty(t, Run(set, nil), "the unmodified render must be valid")
-			tc.mutate(NewRelease(set, nil))
-			var hit []Finding
-			for _, f := range Run(set, nil) {
-				if f.Check == tc.check {
-					hit = append(hit, f)
-				}
-			}
-			require.NotEmpty(t, hit, "check %s must fire; all findings: %v", tc.check, Run(set, nil))
-			assert.Contains(t, hit[0].Message, tc.msg)
-		})
-	}
+	})
 }
 
 func TestPodSecurityLevels(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -184,22 +185,13 @@ func checkProbeEndpoints(r *Release) []Finding {
 					continue
 				}
 				paths, known := httpAnswers[comp][cp.Name]
-				if known && !contains(paths, g.Path) {
+				if known && !slices.Contains(paths, g.Path) {
 					out = append(out, find("probe-endpoints", obj, "container %q %s asks for %s on port %s, but the %s answers plain HTTP only on %s there: the probe would fail and the pod never become Ready; use one of those in %s", c.Name, p.kind, g.Path, cp.Name, comp, strings.Join(paths, ", "), field))
 				}
 			}
 		}
 	}
 	return out
-}
-
-func contains(xs []string, x string) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }
 
 // flagValue returns the value of --name in args (either "--name v" or "--name=v").

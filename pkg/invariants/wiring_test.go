@@ -53,13 +53,7 @@ func containerEnv(c *corev1.Container, name string) string {
 // Each case renders a release the checks accept, then breaks it the way the chart broke it
 // before the fix of issue #11 (the defect number is in the name); the named check must fire.
 func TestWiringChecksCatchIssue11Defects(t *testing.T) {
-	cases := []struct {
-		name   string
-		set    []string
-		mutate func(r *Release)
-		check  string
-		msg    string
-	}{
+	assertBreakagesCaught(t, []breakage{
 		{"1 plugin runtime readiness on /readyz", nil, func(r *Release) {
 			container(r.PluginRuntime, "plugin-runtime").ReadinessProbe.HTTPGet.Path = "/readyz"
 		}, "probe-endpoints", "answers plain HTTP only on /healthz"},
@@ -137,22 +131,7 @@ func TestWiringChecksCatchIssue11Defects(t *testing.T) {
 		{"15 blocking executor value differs", []string{"config.blockingExecutor.maxWorkers=6"}, func(r *Release) {
 			setEnv(container(r.LangBot, "langbot"), "SYSTEM__BLOCKING_EXECUTOR__MAX_WORKERS", "8")
 		}, "blocking-executor", "SYSTEM__BLOCKING_EXECUTOR__MAX_WORKERS=\"8\" but config.blockingExecutor.maxWorkers=6"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			set, vals := renderRelease(t, tc.set...)
-			require.Empty(t, Run(set, vals), "the chart's render must pass every check")
-			tc.mutate(NewRelease(set, vals))
-			var hit []string
-			for _, f := range Run(set, vals) {
-				if f.Check == tc.check {
-					hit = append(hit, f.Message)
-				}
-			}
-			require.NotEmpty(t, hit, "check %s must fire; all findings: %v", tc.check, Run(set, vals))
-			assert.Contains(t, hit[0], tc.msg)
-		})
-	}
+	})
 }
 
 // Defect 14: every LangBot config key the chart manages is set, once, whether the feature it

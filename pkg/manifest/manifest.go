@@ -13,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
@@ -97,15 +98,7 @@ func isEmpty(doc []byte) bool {
 }
 
 // Deployments returns the Deployments by name.
-func (s *Set) Deployments() map[string]*appsv1.Deployment {
-	out := map[string]*appsv1.Deployment{}
-	for _, o := range s.Objects {
-		if d, ok := o.Typed.(*appsv1.Deployment); ok {
-			out[d.Name] = d
-		}
-	}
-	return out
-}
+func (s *Set) Deployments() map[string]*appsv1.Deployment { return named[*appsv1.Deployment](s) }
 
 // Component returns the Deployment labelled app.kubernetes.io/component=c, or nil.
 func (s *Set) Component(c string) *appsv1.Deployment {
@@ -118,26 +111,10 @@ func (s *Set) Component(c string) *appsv1.Deployment {
 }
 
 // Services returns the Services by name.
-func (s *Set) Services() map[string]*corev1.Service {
-	out := map[string]*corev1.Service{}
-	for _, o := range s.Objects {
-		if v, ok := o.Typed.(*corev1.Service); ok {
-			out[v.Name] = v
-		}
-	}
-	return out
-}
+func (s *Set) Services() map[string]*corev1.Service { return named[*corev1.Service](s) }
 
 // Secrets returns the Secrets by name.
-func (s *Set) Secrets() map[string]*corev1.Secret {
-	out := map[string]*corev1.Secret{}
-	for _, o := range s.Objects {
-		if v, ok := o.Typed.(*corev1.Secret); ok {
-			out[v.Name] = v
-		}
-	}
-	return out
-}
+func (s *Set) Secrets() map[string]*corev1.Secret { return named[*corev1.Secret](s) }
 
 // PodSpecs returns every pod template (Deployments) and bare Pod (test hooks), keyed by "Kind/name".
 func (s *Set) PodSpecs() map[string]*corev1.PodTemplateSpec {
@@ -200,25 +177,11 @@ func Volume(spec *corev1.PodSpec, name string) *corev1.Volume {
 }
 
 // ConfigMaps returns the ConfigMaps by name.
-func (s *Set) ConfigMaps() map[string]*corev1.ConfigMap {
-	out := map[string]*corev1.ConfigMap{}
-	for _, o := range s.Objects {
-		if v, ok := o.Typed.(*corev1.ConfigMap); ok {
-			out[v.Name] = v
-		}
-	}
-	return out
-}
+func (s *Set) ConfigMaps() map[string]*corev1.ConfigMap { return named[*corev1.ConfigMap](s) }
 
 // NetworkPolicies returns every NetworkPolicy.
 func (s *Set) NetworkPolicies() []*networkingv1.NetworkPolicy {
-	var out []*networkingv1.NetworkPolicy
-	for _, o := range s.Objects {
-		if v, ok := o.Typed.(*networkingv1.NetworkPolicy); ok {
-			out = append(out, v)
-		}
-	}
-	return out
+	return typed[*networkingv1.NetworkPolicy](s)
 }
 
 // Unstructured returns the objects of a kind the scheme does not know (e.g. ServiceMonitor).
@@ -228,6 +191,26 @@ func (s *Set) Unstructured(kind string) []*unstructured.Unstructured {
 		if u, ok := o.Typed.(*unstructured.Unstructured); ok && o.Kind == kind {
 			out = append(out, u)
 		}
+	}
+	return out
+}
+
+// typed returns the decoded objects of type T, in render order.
+func typed[T metav1.Object](s *Set) []T {
+	var out []T
+	for _, o := range s.Objects {
+		if v, ok := o.Typed.(T); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// named returns the decoded objects of type T by name.
+func named[T metav1.Object](s *Set) map[string]T {
+	out := map[string]T{}
+	for _, v := range typed[T](s) {
+		out[v.GetName()] = v
 	}
 	return out
 }
