@@ -91,7 +91,7 @@ func TestBadValuesRejectedByBothValidators(t *testing.T) {
 	require.NoError(t, err)
 	v, err := schema.NewValidator(schemaJSON)
 	require.NoError(t, err)
-	for _, tc := range schemaCases {
+	for _, tc := range append(schemaCases, settingsSchemaCases...) {
 		t.Run(tc.name, func(t *testing.T) {
 			user, err := values.Stack{Set: tc.set, SetString: tc.str}.Merge()
 			require.NoError(t, err)
@@ -164,7 +164,7 @@ func TestGoodValuesAccepted(t *testing.T) {
 }
 
 func TestCrossFieldRulesFailTheRender(t *testing.T) {
-	for _, tc := range crossFieldCases {
+	for _, tc := range append(crossFieldCases, settingsCrossFieldCases...) {
 		t.Run(tc.name, func(t *testing.T) {
 			rep, err := Run(context.Background(), Options{Render: render.Options{ChartPath: chartPath}, Values: values.Stack{Set: tc.set}})
 			require.NoError(t, err)

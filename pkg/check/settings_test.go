@@ -2,7 +2,6 @@ package check
 
 import (
 	"context"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -13,7 +12,8 @@ import (
 )
 
 // LangBot's production settings (database, vdb, storage, api): bad values are refused by the
-// schema (gojsonschema in `langbotctl validate` and Helm's own validator), each naming the field.
+// schema (gojsonschema in `langbotctl validate` and Helm's own validator), each naming the field;
+// TestBadValuesRejectedByBothValidators runs them.
 var settingsSchemaCases = []badCase{
 	{name: "unknown database", set: []string{"database.use=mysql"}, field: "database.use"},
 	{name: "postgres port 0", set: []string{"database.postgresql.port=0"}, field: "database.postgresql.port"},
@@ -44,32 +44,6 @@ var settingsSchemaCases = []badCase{
 	{name: "web UI URL without scheme", set: []string{"api.webuiUrl=bot.example.com"}, field: "api.webuiUrl"},
 }
 
-func TestSettingsBadValuesRejectedByBothValidators(t *testing.T) {
-	for _, tc := range settingsSchemaCases {
-		t.Run(tc.name, func(t *testing.T) {
-			rep, err := Run(context.Background(), Options{Render: render.Options{ChartPath: chartPath}, Values: values.Stack{Set: tc.set, SetString: tc.str}})
-			require.NoError(t, err)
-			var fields []string
-			for _, p := range rep.Schema {
-				fields = append(fields, p.Field)
-			}
-			assert.Contains(t, fields, tc.field, "validate must name the field; got %v", rep.Schema)
-
-			user, err := values.Stack{Set: tc.set, SetString: tc.str}.Merge()
-			require.NoError(t, err)
-			_, err = render.Render(context.Background(), render.Options{ChartPath: chartPath}, user)
-			require.Error(t, err, "Helm must reject it too")
-			want := tc.helm
-			if want == nil {
-				want = []string{"/" + strings.ReplaceAll(tc.field, ".", "/")}
-			}
-			for _, w := range want {
-				assert.Contains(t, err.Error(), w, "Helm's error must name the field")
-			}
-		})
-	}
-}
-
 const (
 	pgHost = "database.postgresql.host=pg.example.com"
 	pgPass = "database.postgresql.passwordSecretRef.name=pg"
@@ -77,7 +51,7 @@ const (
 )
 
 // Rules across fields: the schema accepts these, the chart's fail() refuses them naming the
-// values to change and how.
+// values to change and how; TestCrossFieldRulesFailTheRender runs them.
 var settingsCrossFieldCases = []struct {
 	name string
 	set  []string
@@ -102,20 +76,6 @@ var settingsCrossFieldCases = []struct {
 	{"valkey user without password", []string{"vdb.use=valkey_search", "vdb.valkeySearch.host=vk", "vdb.valkeySearch.username=langbot"}, []string{"vdb.valkeySearch.username", "vdb.valkeySearch.passwordSecretRef"}},
 	{"s3 without credentials", []string{"storage.use=s3"}, []string{"storage.s3.accessKeyIdSecretRef", "storage.s3.secretAccessKeySecretRef"}},
 	{"S3 endpoint with a password", []string{"storage.s3.endpointUrl=https://id:secret@minio:9000"}, []string{"storage.s3.endpointUrl contains a password"}},
-}
-
-func TestSettingsCrossFieldRulesFailTheRender(t *testing.T) {
-	for _, tc := range settingsCrossFieldCases {
-		t.Run(tc.name, func(t *testing.T) {
-			rep, err := Run(context.Background(), Options{Render: render.Options{ChartPath: chartPath}, Values: values.Stack{Set: tc.set}})
-			require.NoError(t, err)
-			assert.Empty(t, rep.Schema, "the schema alone accepts these values")
-			require.NotEmpty(t, rep.RenderError, "the chart must refuse them")
-			for _, w := range tc.want {
-				assert.Contains(t, rep.RenderError, w)
-			}
-		})
-	}
 }
 
 // With Helm's schema validation skipped (helm --skip-schema-validation), a half secret
