@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/errdefs"
 
@@ -46,6 +47,12 @@ func classify(labels map[string]string, running bool, instanceID, scope string) 
 // Docker cannot relabel a container, so an adopted container keeps the instance id of the
 // runtime that created it; it is adopted again by every later start for as long as it runs.
 func (b *Backend) Recover(ctx context.Context, currentInstanceID string) ([]backend.Adopted, int, error) {
+	return b.recover(ctx, currentInstanceID, func(string) bool { return false })
+}
+
+// recover is Recover leaving alone the running containers known says are in the session
+// table already (sandboxes adopted by an earlier pass).
+func (b *Backend) recover(ctx context.Context, currentInstanceID string, known func(name string) bool) ([]backend.Adopted, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, listTimeout)
 	defer cancel()
 	list, err := b.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", LabelBox+"=true"))})
@@ -64,6 +71,9 @@ func (b *Backend) Recover(ctx context.Context, currentInstanceID string) ([]back
 			name := c.ID
 			if len(c.Names) > 0 {
 				name = strings.TrimPrefix(c.Names[0], "/")
+			}
+			if known(name) {
+				continue
 			}
 			h := backend.Handle{ID: name}
 			// Its managed processes lost their pipes with the previous runtime: end them, so
@@ -93,4 +103,71 @@ func (b *Backend) Recover(ctx context.Context, currentInstanceID string) ([]back
 		return adopted, removed, fmt.Errorf("remove orphaned containers: %s", strings.Join(failed, "; "))
 	}
 	return adopted, removed, nil
+}
+
+// engineRetry is how often a lost engine is pinged until it answers again.
+const engineRetry = time.Second
+
+// Recovered receives the result of a recovery pass run after the engine came back.
+type Recovered func(ctx context.Context, adopted []backend.Adopted, removed int, err error)
+
+// WatchEngine runs until ctx ends. It follows the engine's event stream; when the stream
+// breaks (the engine stopped, restarted or became unreachable) it pings the engine every
+// engineRetry until it answers, then runs the start-up recovery again (Recover; running
+// containers known says are in the session table are left alone) and hands the result to
+// done. Containers of an instance
+// that died while the engine was down are thus removed (or re-adopted) when it comes back,
+// not at boxd's next start. up says whether the engine answered at start-up, where the
+// runtime already ran Recover.
+func (b *Backend) WatchEngine(ctx context.Context, up bool, known func(name string) bool, done Recovered) {
+	for {
+		if !up {
+			if !b.awaitEngine(ctx) {
+				return
+			}
+			b.log.Info("LangBot Box Docker engine is back: running orphan recovery")
+			adopted, removed, err := b.recover(ctx, b.opts.InstanceID, known)
+			done(ctx, adopted, removed, err)
+		}
+		err := b.followEvents(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		b.log.Warn(fmt.Sprintf("LangBot Box lost the Docker engine's event stream: %v", err))
+		// The engine stopped or restarted (its containers with it), or only the stream broke:
+		// either way recover once it answers, at most once per engineRetry.
+		up = false
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(engineRetry):
+		}
+	}
+}
+
+// awaitEngine pings every engineRetry until the engine answers (true) or ctx ends (false).
+func (b *Backend) awaitEngine(ctx context.Context) bool {
+	t := time.NewTicker(engineRetry)
+	defer t.Stop()
+	for b.Available(ctx) != nil {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+	return true
+}
+
+// followEvents reads the engine's events about langbot.box containers (nothing is done
+// with them: the stream is how a lost engine is noticed at once) until the stream fails.
+func (b *Backend) followEvents(ctx context.Context) error {
+	msgs, errs := b.cli.Events(ctx, events.ListOptions{Filters: filters.NewArgs(filters.Arg("label", LabelBox+"=true"))})
+	for {
+		select {
+		case <-msgs:
+		case err := <-errs:
+			return err
+		}
+	}
 }

@@ -158,6 +158,7 @@ func Run(ctx context.Context, o Options) error {
 	reapCtx, stopReaper := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopReaper()
 	go mgr.RunReaper(reapCtx, session.ReaperPeriod, srv.Admission().Reap)
+	go watchEngine(reapCtx, be, mgr, met, log)
 
 	addr := net.JoinHostPort(o.Host, fmt.Sprint(o.Port))
 	ln, err := net.Listen("tcp", addr)

@@ -231,8 +231,44 @@ func (m *Manager) create(ctx context.Context, physical string, spec Spec) (*Sess
 	return s, nil
 }
 
+// Known reports whether a sandbox (by backend handle id) is in the session table, or being
+// cleaned up: a recovery pass run while boxd serves leaves those alone.
+func (m *Manager) Known(handleID string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, s := range m.sessions {
+		if s.Handle.ID == handleID {
+			return true
+		}
+	}
+	return false
+}
+
+// AdoptRecovered registers the persistent sandboxes a recovery pass found while boxd serves
+// (the engine came back). A sandbox whose physical id has a session already (created while
+// the engine was away, or a second container of one session) is removed instead: the table
+// keeps one sandbox per id.
+func (m *Manager) AdoptRecovered(ctx context.Context, adopted []backend.Adopted) {
+	for _, a := range adopted {
+		if !m.adopt(a.Spec, a.Handle, a.Created) {
+			m.log.Info(fmt.Sprintf("Cleaning up orphaned Box container: %s (session %s exists)", a.Handle.ID, a.Spec.PhysicalID))
+			if err := m.backend.Stop(ctx, a.Handle); err != nil {
+				m.log.Warn(fmt.Sprintf("Failed to remove orphaned box container %s: %v", a.Handle.ID, err))
+			}
+			continue
+		}
+		m.log.Info(fmt.Sprintf("LangBot Box persistent session re-adopted: session_id=%s backend_session_id=%s", a.Spec.PhysicalID, a.Handle.ID))
+	}
+}
+
 // Adopt registers a persistent sandbox that survived a restart of boxd.
 func (m *Manager) Adopt(bs backend.SessionSpec, h backend.Handle, created time.Time) {
+	m.adopt(bs, h, created)
+}
+
+// adopt is Adopt; it reports false, changing nothing, when the physical id has a session
+// (or one being cleaned up) already.
+func (m *Manager) adopt(bs backend.SessionSpec, h backend.Handle, created time.Time) bool {
 	spec := Spec{Image: bs.Image, Network: "off", HostPathMode: string(bs.HostPathMode), MountPath: bs.MountPath,
 		ExtraMounts: bs.ExtraMounts, Persistent: bs.Persistent, CPUs: bs.CPUs, MemoryMB: bs.MemoryMB,
 		PidsLimit: bs.PidsLimit, ReadOnlyRootfs: bs.ReadOnlyRootfs, WorkspaceQuotaMB: bs.WorkspaceQuotaMB}
@@ -248,7 +284,13 @@ func (m *Manager) Adopt(bs backend.SessionSpec, h backend.Handle, created time.T
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	_, taken := m.sessions[bs.PhysicalID]
+	_, closing := m.cleanups[bs.PhysicalID]
+	if taken || closing {
+		return false
+	}
 	m.sessions[bs.PhysicalID] = &Session{Physical: bs.PhysicalID, Spec: spec, Handle: h, CreatedAt: created, lastUsed: m.now(), mountsKey: spec.mountsKey(), procs: map[string]*Process{}}
+	return true
 }
 
 // Release forgets persistent sessions without removing their sandboxes, so a restarted boxd
