@@ -13,11 +13,21 @@ import (
 	"syscall"
 
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/admission"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/docker"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/kube"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/runtime"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/server"
 )
 
 func main() {
+	// The kubernetes backend's init container: copy boxagent into the sandbox Pod's agent volume.
+	if len(os.Args) == 3 && os.Args[1] == kube.InstallAgentCommand {
+		if err := kube.InstallAgent(docker.DefaultAgentBinary(), os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "boxd install-agent:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	fs := flag.NewFlagSet("boxd", flag.ExitOnError)
 	host := fs.String("host", "0.0.0.0", "bind address of the listener")
 	port := fs.Int("ws-control-port", 5410, "port of the single listener")

@@ -49,6 +49,21 @@ type SessionSpec struct {
 	WorkspaceQuotaMB int
 }
 
+// Mounts lists the mounts of spec: the workspace first (when it has one whose mode is not
+// none), then every extra mount whose mode is not none.
+func (s SessionSpec) Mounts() []Mount {
+	var all []Mount
+	if s.HostPath != "" && s.HostPathMode != MountNone {
+		all = append(all, Mount{HostPath: s.HostPath, MountPath: s.MountPath, Mode: s.HostPathMode})
+	}
+	for _, m := range s.ExtraMounts {
+		if m.Mode != MountNone {
+			all = append(all, m)
+		}
+	}
+	return all
+}
+
 // Handle identifies a started sandbox to its backend. For Docker it is the container name,
 // which is also the protocol's backend_session_id.
 type Handle struct {
@@ -69,6 +84,15 @@ type ExecRequest struct {
 	Env    []EnvVar
 	Stdout io.Writer
 	Stderr io.Writer
+}
+
+// Environ renders env as KEY=VALUE entries, in order.
+func Environ(env []EnvVar) []string {
+	out := make([]string, 0, len(env))
+	for _, e := range env {
+		out = append(out, e.Key+"="+e.Value)
+	}
+	return out
 }
 
 // ExecResult is the outcome of a completed command. A command that ran and failed is a

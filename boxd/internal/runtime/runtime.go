@@ -115,17 +115,19 @@ func Run(ctx context.Context, o Options) error {
 	if o.UnsafeSoftStorageLimits {
 		log.Warn("LANGBOT_BOX_ALLOW_UNSAFE_SOFT_STORAGE_LIMITS is enabled: storage-quota readiness checks pass without hard quotas (only with the required nsjail backend, which boxd does not have)")
 	}
-	be, err := docker.New(ctx, docker.Options{InstanceID: instanceID, Scope: o.Scope, CPULimitEnabled: cfg.CPULimitEnabled, Hardening: cfg.Hardening,
-		AllowedMountRoots: func() []string { return srv.Config().Paths.AllowedMountRoots }, Logger: log,
-		ExecAgent: func() bool { return srv.Config().ExecAgent }, HostRoot: func() string { return srv.Config().Paths.HostRoot },
-		SandboxUser: func() string { return srv.Config().SandboxUser },
-		AgentBinary: docker.DefaultAgentBinary()})
+	be, cgroupV2, err := newBackend(cfg, instanceID, o.Scope, log, func() config.Config { return srv.Config() }, func() (*docker.Backend, error) {
+		return docker.New(ctx, docker.Options{InstanceID: instanceID, Scope: o.Scope, CPULimitEnabled: cfg.CPULimitEnabled, Hardening: cfg.Hardening,
+			AllowedMountRoots: func() []string { return srv.Config().Paths.AllowedMountRoots }, Logger: log,
+			ExecAgent: func() bool { return srv.Config().ExecAgent }, HostRoot: func() string { return srv.Config().Paths.HostRoot },
+			SandboxUser: func() string { return srv.Config().SandboxUser },
+			AgentBinary: docker.DefaultAgentBinary()})
+	})
 	if err != nil {
 		return err
 	}
 	var mgr *session.Manager
 	mgr = session.NewManager(be, func() config.Limits { return srv.Limits() }, log)
-	met := metrics.New(metrics.Gauges{Backend: "docker",
+	met := metrics.New(metrics.Gauges{Backend: be.Info().Name,
 		Sessions:       func() float64 { n, _, _, _, _ := mgr.Counts(); return float64(n) },
 		ManagedRunning: func() float64 { _, n, _, _, _ := mgr.Counts(); return float64(n) },
 		ManagedExited:  func() float64 { _, _, n, _, _ := mgr.Counts(); return float64(n) },
@@ -136,10 +138,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 	srv = server.New(server.Options{Token: o.Token, TrustedInstance: o.TrustedInstance, Backend: be, Manager: mgr,
 		Config: cfg, Cwd: server.Cwd(), Logger: log, Metrics: met, Audit: aud,
-		CgroupV2: be.CgroupV2, UnsafeSoftStorageLimits: o.UnsafeSoftStorageLimits, Conn: o.Conn})
+		CgroupV2: cgroupV2, UnsafeSoftStorageLimits: o.UnsafeSoftStorageLimits, Conn: o.Conn})
 
 	if err := be.Available(ctx); err == nil {
-		log.Info("LangBot Box using backend: docker")
+		log.Info("LangBot Box using backend: " + be.Info().Name)
 		adopted, removed, err := be.Recover(ctx, instanceID)
 		if err != nil {
 			log.Warn("LangBot Box orphan container cleanup failed: " + err.Error())

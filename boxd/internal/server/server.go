@@ -211,10 +211,9 @@ func (s *Server) backendInfo(ctx context.Context) map[string]any {
 // selectBackend applies §7.3 for the one backend boxd has (docker) and logs the choice once.
 func (s *Server) selectBackend(ctx context.Context) bool {
 	want := s.Config().Backend
-	switch want {
-	case "", "local", "docker":
-	default:
-		s.log.Error(fmt.Sprintf("LangBot Box backend %q not found (box.backend=%s, available: [docker])", want, want))
+	name := s.backend.Info().Name // the one backend this boxd was started with ("local" = docker, nsjail)
+	if want != "" && want != name && (want != "local" || name != "docker") {
+		s.log.Error(fmt.Sprintf("LangBot Box backend %q not found (box.backend=%s, available: [%s])", want, want, name))
 		return false
 	}
 	if err := s.backend.Available(ctx); err != nil {
@@ -228,7 +227,7 @@ func (s *Server) selectBackend(ctx context.Context) bool {
 		s.mu.Unlock()
 		return false
 	}
-	msg := "LangBot Box using backend: docker"
+	msg := "LangBot Box using backend: " + name
 	if want != "" {
 		msg += " (forced via box.backend=" + want + ")"
 	}

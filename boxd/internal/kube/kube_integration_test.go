@@ -1,0 +1,402 @@
+//go:build integration_kube
+
+// The kubernetes backend against the local cluster's real node (hack/cluster.sh: kubelet +
+// containerd + runc, images imported, no registry). Run by ci/40-e2e.sh:
+//
+//	KUBECONFIG=$(bash hack/cluster.sh kubeconfig) go test -count=1 -p 1 -tags integration_kube ./boxd/internal/kube/
+//
+// BOXD_KUBE_AGENT_IMAGE names the boxd image on the node (default: the image the cluster
+// loads, ghcr.io/langbot-k8s/boxd:0.1.0); BOXD_KUBE_SANDBOX_IMAGE the sandbox image
+// (default langbot-k8s/sandbox:local, busybox). Every test works in a namespace of its own.
+package kube
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/backend"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/config"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/session"
+)
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+type cluster struct {
+	t    *testing.T
+	rest *rest.Config
+	cs   kubernetes.Interface
+	ns   string
+	// claimDir is the box root claim's directory on this machine: the provisioner's hostPath,
+	// i.e. what boxd would see at the claim's mount path.
+	claimDir string
+}
+
+func rnd() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// newCluster creates a namespace of the test's own with a box root claim, bound, and its
+// default service account, and removes the namespace afterwards.
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	kc := os.Getenv("KUBECONFIG")
+	require.NotEmpty(t, kc, "KUBECONFIG must point at the local cluster (bash hack/cluster.sh up; ci/40-e2e.sh sets it)")
+	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
+	require.NoError(t, err)
+	cs, err := kubernetes.NewForConfig(cfg)
+	require.NoError(t, err)
+	c := &cluster{t: t, rest: cfg, cs: cs, ns: "kbt-" + rnd()}
+	ctx := context.Background()
+	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: c.ns}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = cs.CoreV1().Namespaces().Delete(context.Background(), c.ns, metav1.DeleteOptions{})
+	})
+	_, err = cs.CoreV1().PersistentVolumeClaims(c.ns).Create(ctx, &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "box-root"},
+		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	c.poll("claim box-root bound and the default service account", 2*time.Minute, func(ctx context.Context) (bool, error) {
+		pvc, err := cs.CoreV1().PersistentVolumeClaims(c.ns).Get(ctx, "box-root", metav1.GetOptions{})
+		if err != nil || pvc.Status.Phase != corev1.ClaimBound {
+			return false, nil
+		}
+		if _, err := cs.CoreV1().ServiceAccounts(c.ns).Get(ctx, "default", metav1.GetOptions{}); err != nil {
+			return false, nil
+		}
+		pv, err := cs.CoreV1().PersistentVolumes().Get(ctx, pvc.Spec.VolumeName, metav1.GetOptions{})
+		if err != nil || pv.Spec.HostPath == nil {
+			return false, err
+		}
+		c.claimDir = pv.Spec.HostPath.Path
+		return true, nil
+	})
+	require.NoError(t, os.MkdirAll(c.claimDir, 0o755))
+	return c
+}
+
+func (c *cluster) poll(what string, timeout time.Duration, cond func(ctx context.Context) (bool, error)) {
+	c.t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, timeout, true, cond)
+	require.NoError(c.t, err, "waiting for %s", what)
+}
+
+// backend builds a kubernetes backend on the test namespace; extra overrides box.kubernetes keys.
+func (c *cluster) backend(instance, scope string, extra map[string]any) *Backend {
+	c.t.Helper()
+	raw := map[string]any{"namespace": c.ns, "box_root": map[string]any{"claim_name": "box-root", "mount_path": c.claimDir},
+		"agent_image": envOr("BOXD_KUBE_AGENT_IMAGE", DefaultAgentImage), "image_pull_policy": "IfNotPresent"}
+	for k, v := range extra {
+		raw[k] = v
+	}
+	set, err := ParseSettings(raw, "")
+	require.NoError(c.t, err)
+	b, err := New(Options{InstanceID: instance, Scope: scope, Settings: set, Rest: c.rest,
+		AllowedMountRoots: func() []string { return []string{c.claimDir} }, HostRoot: func() string { return c.claimDir },
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	require.NoError(c.t, err)
+	c.t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+func (c *cluster) pods(selector string) []corev1.Pod {
+	c.t.Helper()
+	l, err := c.cs.CoreV1().Pods(c.ns).List(context.Background(), metav1.ListOptions{LabelSelector: selector})
+	require.NoError(c.t, err)
+	return l.Items
+}
+
+func (c *cluster) waitNoPods(selector string) {
+	c.t.Helper()
+	c.poll("no pods "+selector, time.Minute, func(ctx context.Context) (bool, error) {
+		return len(c.pods(selector)) == 0, nil
+	})
+}
+
+func sandboxImage() string { return envOr("BOXD_KUBE_SANDBOX_IMAGE", "langbot-k8s/sandbox:local") }
+
+func spec(id string) backend.SessionSpec {
+	return backend.SessionSpec{PhysicalID: id, Image: sandboxImage(), CPUs: 0.5, MemoryMB: 128, PidsLimit: 64}
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func run(t *testing.T, ctx context.Context, b *Backend, h backend.Handle, script string, env ...backend.EnvVar) (result, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	res, err := b.Exec(ctx, h, backend.ExecRequest{Argv: []string{"sh", "-c", script}, Env: env, Stdout: &out, Stderr: &errb})
+	return result{res.ExitCode, out.String(), errb.String()}, err
+}
+
+func TestKubePodSecurityAndExec(t *testing.T) {
+	c := newCluster(t)
+	b := c.backend("0123456789ab", "", nil)
+	ctx := context.Background()
+	ws := filepath.Join(c.claimDir, "default", "tenants", "a")
+	s := spec("ws-0123456789abcdef01234567-g1-sec")
+	s.HostPath, s.HostPathMode, s.MountPath, s.ReadOnlyRootfs = ws, backend.MountRW, "/workspace", true
+	skill := filepath.Join(c.claimDir, "skills", "tenants", "a", "hello")
+	require.NoError(t, os.MkdirAll(skill, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(skill, "SKILL.md"), []byte("hello skill\n"), 0o644))
+	s.ExtraMounts = []backend.Mount{{HostPath: skill, MountPath: "/workspace/.skills/hello", Mode: backend.MountRO}}
+
+	h, err := b.Start(ctx, s)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Stop(context.Background(), h) })
+
+	p, err := c.cs.CoreV1().Pods(c.ns).Get(ctx, h.ID, metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, corev1.PodRunning, p.Status.Phase)
+	assert.Equal(t, "lbk-node", p.Spec.NodeName, "runs on the real node")
+	assert.False(t, *p.Spec.AutomountServiceAccountToken)
+	assert.False(t, *p.Spec.EnableServiceLinks)
+	assert.Equal(t, corev1.RestartPolicyNever, p.Spec.RestartPolicy)
+	assert.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, p.Spec.SecurityContext.SeccompProfile.Type)
+	sc := p.Spec.Containers[0].SecurityContext
+	assert.False(t, *sc.AllowPrivilegeEscalation)
+	assert.Equal(t, []corev1.Capability{"ALL"}, sc.Capabilities.Drop)
+	assert.True(t, *sc.ReadOnlyRootFilesystem)
+	assert.Equal(t, "true", p.Labels[LabelBox])
+	assert.Equal(t, s.PhysicalID, p.Labels[LabelSession])
+
+	// What the kernel enforces in the running sandbox: no capabilities, no_new_privs, a
+	// read-only root with a writable /tmp, no service account token.
+	r, err := run(t, ctx, b, h, `grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; touch /rootfile 2>/dev/null && echo root-writable; `+
+		`touch /tmp/x && echo tmp-ok; ls /var/run/secrets/kubernetes.io 2>&1 | head -1`)
+	require.NoError(t, err)
+	assert.Contains(t, r.stdout, "CapEff:\t0000000000000000")
+	assert.Contains(t, r.stdout, "CapBnd:\t0000000000000000")
+	assert.Contains(t, r.stdout, "NoNewPrivs:\t1")
+	assert.NotContains(t, r.stdout, "root-writable")
+	assert.Contains(t, r.stdout, "tmp-ok")
+	assert.Contains(t, r.stdout, "No such file or directory")
+
+	// The workspace is the claim's directory: a file written on boxd's side is read in the
+	// sandbox and one written there appears here; the skill is read-only.
+	require.NoError(t, os.WriteFile(filepath.Join(ws, "in.txt"), []byte("from boxd\n"), 0o644))
+	r, err = run(t, ctx, b, h, `cat /workspace/in.txt; echo from-sandbox > /workspace/out.txt; cat /workspace/.skills/hello/SKILL.md; `+
+		`touch /workspace/.skills/hello/x 2>/dev/null || echo skill-ro; echo err >&2; exit 3`)
+	require.NoError(t, err)
+	assert.Equal(t, 3, r.code)
+	assert.Equal(t, "from boxd\nhello skill\nskill-ro\n", r.stdout)
+	assert.Equal(t, "err\n", r.stderr)
+	got, err := os.ReadFile(filepath.Join(ws, "out.txt"))
+	require.NoError(t, err)
+	assert.Equal(t, "from-sandbox\n", string(got))
+
+	// Environment in order, through the agent.
+	r, err = run(t, ctx, b, h, `echo "$B $A"`, backend.EnvVar{Key: "A", Value: "1"}, backend.EnvVar{Key: "B", Value: "2"})
+	require.NoError(t, err)
+	assert.Equal(t, "2 1\n", r.stdout)
+
+	// A cancelled command is killed with its process group (a background child included).
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err = run(t, cctx, b, h, `sleep 1001 & sleep 1002`)
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	r, err = run(t, ctx, b, h, `ps -o args | grep -c '^sleep 100[12]' || true`)
+	require.NoError(t, err)
+	assert.Equal(t, "0\n", r.stdout, "the command's process group is gone")
+
+	_, err = b.StartProcess(ctx, h, backend.ProcessRequest{Argv: []string{"cat"}})
+	var be *backend.Error
+	require.ErrorAs(t, err, &be)
+	assert.Contains(t, be.Message, "kubernetes backend does not support managed processes")
+}
+
+func TestKubeMountOutsideClaimRefused(t *testing.T) {
+	c := newCluster(t)
+	b := c.backend("0123456789ab", "", nil)
+	outside := t.TempDir()
+	require.NoError(t, os.Symlink(outside, filepath.Join(c.claimDir, "link")))
+	s := spec("ws-0123456789abcdef01234567-g1-esc")
+	s.HostPath, s.HostPathMode, s.MountPath = filepath.Join(c.claimDir, "link", "ws"), backend.MountRW, "/workspace"
+	_, err := b.Start(context.Background(), s)
+	var ve *backend.ValidationError
+	require.ErrorAs(t, err, &ve)
+	assert.Contains(t, err.Error(), "outside allowed_mount_roots")
+	_, statErr := os.Stat(filepath.Join(outside, "ws"))
+	assert.True(t, os.IsNotExist(statErr), "nothing was created outside the claim")
+	assert.Empty(t, c.pods(LabelBox+"=true"))
+}
+
+func TestKubeDeleteSession(t *testing.T) {
+	c := newCluster(t)
+	b := c.backend("0123456789ab", "", nil)
+	ctx := context.Background()
+	h, err := b.Start(ctx, spec("ws-0123456789abcdef01234567-g1-del"))
+	require.NoError(t, err)
+	require.True(t, b.Alive(ctx, h))
+	require.NoError(t, b.Stop(ctx, h))
+	c.waitNoPods(LabelBox + "=true")
+	assert.False(t, b.Alive(ctx, h))
+	require.NoError(t, b.Stop(ctx, h), "stop is idempotent")
+	_, err = run(t, ctx, b, h, "true")
+	assert.ErrorIs(t, err, backend.ErrNotStarted)
+}
+
+// TestKubeOutOfBandDeletion: the session layer recreates a Pod deleted behind boxd's back on
+// the next exec, and runs the command there.
+func TestKubeOutOfBandDeletion(t *testing.T) {
+	c := newCluster(t)
+	b := c.backend("0123456789ab", "", nil)
+	mgr := session.NewManager(b, config.DefaultLimits, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	t.Cleanup(func() { mgr.Release(context.Background()) })
+	ctx := context.Background()
+	sp := session.Spec{Cmd: "hostname", Workdir: "/", TimeoutSec: 60, Network: "off", Image: sandboxImage(), HostPathMode: "rw",
+		MountPath: "/workspace", CPUs: 0.5, MemoryMB: 128, PidsLimit: 64}
+	physical := "ws-0123456789abcdef01234567-g1-oob"
+	first, err := mgr.Exec(ctx, physical, sp)
+	require.NoError(t, err)
+	require.Equal(t, 0, first.ExitCode, first.Stderr)
+	pods := c.pods(LabelBox + "=true")
+	require.Len(t, pods, 1)
+	old := pods[0].Name
+	assert.Equal(t, old+"\n", first.Stdout)
+
+	require.NoError(t, c.cs.CoreV1().Pods(c.ns).Delete(ctx, old, metav1.DeleteOptions{}))
+	c.poll("the deleted pod gone and its agent stream closed", time.Minute, func(ctx context.Context) (bool, error) {
+		_, err := c.cs.CoreV1().Pods(c.ns).Get(ctx, old, metav1.GetOptions{})
+		return apierrors.IsNotFound(err) && !b.connected(old), nil
+	})
+	second, err := mgr.Exec(ctx, physical, sp)
+	require.NoError(t, err)
+	require.Equal(t, 0, second.ExitCode, second.Stderr)
+	assert.NotEqual(t, old+"\n", second.Stdout)
+	pods = c.pods(LabelBox + "=true")
+	require.Len(t, pods, 1)
+	assert.Equal(t, pods[0].Name+"\n", second.Stdout, "the command ran in the recreated pod")
+}
+
+// TestKubeRecover: a restarted boxd re-adopts the running persistent Pods of its scope,
+// removes the others of its scope, and leaves other scopes alone.
+func TestKubeRecover(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	first := c.backend("aaaaaaaaaaaa", "s1", nil)
+	persistent := spec("ws-0123456789abcdef01234567-g1-keep")
+	persistent.Persistent = true
+	hp, err := first.Start(ctx, persistent)
+	require.NoError(t, err)
+	_, err = first.Start(ctx, spec("ws-0123456789abcdef01234567-g1-drop"))
+	require.NoError(t, err)
+	other := c.backend("cccccccccccc", "s2", nil)
+	ho, err := other.Start(ctx, spec("ws-0123456789abcdef01234567-g1-other"))
+	require.NoError(t, err)
+	_, err = run(t, ctx, first, hp, "echo before > /tmp/marker")
+	require.NoError(t, err)
+	require.NoError(t, first.Close()) // boxd goes away; its Pods stay
+
+	restarted := c.backend("bbbbbbbbbbbb", "s1", nil)
+	adopted, removed, err := restarted.Recover(ctx, "bbbbbbbbbbbb")
+	require.NoError(t, err)
+	assert.Equal(t, 1, removed)
+	require.Len(t, adopted, 1)
+	assert.Equal(t, hp, adopted[0].Handle)
+	assert.Equal(t, persistent, adopted[0].Spec)
+	c.poll("the ephemeral pod removed", time.Minute, func(ctx context.Context) (bool, error) {
+		return len(c.pods(LabelScope+"=s1")) == 1, nil
+	})
+	r, err := run(t, ctx, restarted, hp, "cat /tmp/marker")
+	require.NoError(t, err)
+	assert.Equal(t, "before\n", r.stdout, "the adopted pod is the same sandbox")
+	assert.True(t, other.Alive(ctx, ho), "another scope's pod is untouched")
+	var names []string
+	for _, p := range c.pods(LabelBox + "=true") {
+		names = append(names, p.Name)
+	}
+	sort.Strings(names)
+	want := []string{hp.ID, ho.ID}
+	sort.Strings(want)
+	assert.Equal(t, want, names)
+}
+
+func TestKubeStartFailures(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	tests := []struct {
+		name  string
+		extra map[string]any
+		image string
+		want  []string
+	}{
+		{name: "unpullable image", image: "langbot-k8s/does-not-exist:never", extra: map[string]any{"image_pull_policy": "Never"},
+			want: []string{"kubernetes backend error", "ErrImageNeverPull", "does-not-exist"}},
+		{name: "unschedulable", image: sandboxImage(), extra: map[string]any{"node_selector": map[string]any{"lbk.dev/no-such-pool": "x"}, "schedule_timeout_sec": 3},
+			want: []string{"kubernetes backend error", "unschedulable", "didn't match Pod's node affinity/selector"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := c.backend("0123456789ab", "", tt.extra)
+			s := spec("ws-0123456789abcdef01234567-g1-fail")
+			s.Image = tt.image
+			_, err := b.Start(ctx, s)
+			var be *backend.Error
+			require.ErrorAs(t, err, &be)
+			for _, w := range tt.want {
+				assert.Contains(t, be.Message, w)
+			}
+			assert.Empty(t, c.pods(LabelBox+"=true"), "nothing is left behind")
+		})
+	}
+}
+
+// TestKubeExecLatency measures create-to-first-exec and exec `true` through the agent on the
+// real node, and checks every command succeeded (the figures are logged, not judged).
+func TestKubeExecLatency(t *testing.T) {
+	c := newCluster(t)
+	b := c.backend("0123456789ab", "", nil)
+	ctx := context.Background()
+	t0 := time.Now()
+	h, err := b.Start(ctx, spec("ws-0123456789abcdef01234567-g1-lat"))
+	require.NoError(t, err)
+	started := time.Since(t0)
+	t.Cleanup(func() { _ = b.Stop(context.Background(), h) })
+	r, err := run(t, ctx, b, h, "true")
+	require.NoError(t, err)
+	require.Equal(t, 0, r.code)
+	firstExec := time.Since(t0)
+	const n = 200
+	d := make([]time.Duration, 0, n)
+	for range n {
+		s := time.Now()
+		res, err := b.Exec(ctx, h, backend.ExecRequest{Argv: []string{"true"}})
+		d = append(d, time.Since(s))
+		require.NoError(t, err)
+		require.Equal(t, 0, res.ExitCode)
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	t.Logf("kubernetes backend on the real node: create to running+agent %s, create to first exec %s; exec `true` through the agent (n=%d) p50 %s p99 %s",
+		started.Round(time.Millisecond), firstExec.Round(time.Millisecond), n, d[n/2], d[n*99/100])
+}

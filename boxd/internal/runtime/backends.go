@@ -1,0 +1,39 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/backend"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/config"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/docker"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/kube"
+)
+
+// newBackend builds the backend named by the start-up configuration (LANGBOT_BOX_CONFIG's
+// `backend`): `kubernetes` runs sandboxes as Pods (its `kubernetes` block is read here, once),
+// anything else the Docker Engine backend that newDocker builds. cgroupV2 is nil when the
+// backend cannot tell. current returns the live configuration (box_init changes the mount
+// policy).
+func newBackend(cfg config.Config, instanceID, scope string, log *slog.Logger, current func() config.Config,
+	newDocker func() (*docker.Backend, error)) (be backend.Backend, cgroupV2 func(context.Context) (bool, error), err error) {
+	if cfg.Backend == kube.Name {
+		set, err := kube.ParseSettings(cfg.Raw["kubernetes"], cfg.Paths.HostRoot)
+		if err != nil {
+			return nil, nil, fmt.Errorf("LANGBOT_BOX_CONFIG: %w", err)
+		}
+		kb, err := kube.New(kube.Options{InstanceID: instanceID, Scope: scope, Settings: set, Logger: log,
+			AllowedMountRoots: func() []string { return current().Paths.AllowedMountRoots },
+			HostRoot:          func() string { return current().Paths.HostRoot }})
+		if err != nil {
+			return nil, nil, err
+		}
+		return kb, nil, nil
+	}
+	db, err := newDocker()
+	if err != nil {
+		return nil, nil, err
+	}
+	return db, db.CgroupV2, nil
+}
