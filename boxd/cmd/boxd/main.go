@@ -42,6 +42,7 @@ func main() {
 	fs.DurationVar(&conn.MessageTimeout, "ws-message-timeout", def.MessageTimeout, "time an inbound WebSocket message may take from its first frame to its last")
 	fs.DurationVar(&conn.WriteTimeout, "ws-write-timeout", def.WriteTimeout, "time one outbound WebSocket message may take to be written")
 	fs.IntVar(&conn.MaxOutboundBytes, "ws-max-outbound-bytes", def.MaxOutboundBytes, "bytes of responses queued for one /rpc/ws connection before it is closed")
+	fs.IntVar(&conn.MaxInboundBytes, "ws-max-inbound-bytes", def.MaxInboundBytes, "bytes held by unfinished inbound WebSocket messages of all connections together; the connection that would pass it is closed")
 	_ = fs.Parse(os.Args[1:])
 	if err := conn.Validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "boxd:", err)

@@ -27,7 +27,10 @@ type Gauges struct {
 	Sessions       func() float64
 	ManagedRunning func() float64
 	ManagedExited  func() float64
-	Backend        string
+	// InboundBytes is what incoming WebSocket messages being assembled hold (the
+	// -ws-max-inbound-bytes budget in use).
+	InboundBytes func() float64
+	Backend      string
 }
 
 // New registers every metric.
@@ -50,12 +53,14 @@ func New(g Gauges) *Metrics {
 		connRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "boxd_ws_connections_refused_total",
 			Help: "WebSocket connections refused with HTTP 503 because -max-connections were open, by endpoint (rpc, relay)."}, []string{"endpoint"}),
 		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "boxd_ws_disconnects_total",
-			Help: "WebSocket connections boxd closed on a bound, by reason (message_timeout, message_too_big, pong_timeout, write_timeout, outbound_limit)."}, []string{"reason"}),
+			Help: "WebSocket connections boxd closed on a bound, by reason (message_timeout, message_too_big, pong_timeout, write_timeout, outbound_limit, inbound_budget)."}, []string{"reason"}),
 	}
 	r.MustRegister(m.sessionCreations, m.execs, m.rpcRequests, m.capacityRejections, m.orphansRemoved, m.relayBytes, m.connRefused, m.disconnects,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "boxd_sessions", Help: "Live sessions.", ConstLabels: prometheus.Labels{"backend": g.Backend}}, g.Sessions),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "boxd_managed_processes", Help: "Managed processes by status.", ConstLabels: prometheus.Labels{"status": "running"}}, g.ManagedRunning),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "boxd_managed_processes", Help: "Managed processes by status.", ConstLabels: prometheus.Labels{"status": "exited"}}, g.ManagedExited),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "boxd_ws_inbound_bytes",
+			Help: "Bytes held by incoming WebSocket messages being assembled, all connections together (bounded by -ws-max-inbound-bytes)."}, g.InboundBytes),
 	)
 	return m
 }

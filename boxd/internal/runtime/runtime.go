@@ -131,6 +131,7 @@ func Run(ctx context.Context, o Options) error {
 		Sessions:       func() float64 { n, _, _, _, _ := mgr.Counts(); return float64(n) },
 		ManagedRunning: func() float64 { _, n, _, _, _ := mgr.Counts(); return float64(n) },
 		ManagedExited:  func() float64 { _, _, n, _, _ := mgr.Counts(); return float64(n) },
+		InboundBytes:   func() float64 { return float64(srv.InboundBytes()) },
 	})
 	mgr.Observer = met
 	if aud != nil {

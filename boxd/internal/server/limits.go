@@ -19,12 +19,16 @@ type ConnLimits struct {
 	// MaxOutboundBytes bounds the responses queued for one /rpc/ws connection; a peer that
 	// lets more pile up (it does not read) is disconnected.
 	MaxOutboundBytes int
+	// MaxInboundBytes bounds, for the whole process, the bytes held by incoming messages
+	// being assembled on all WebSocket connections together; the connection whose message
+	// does not fit is disconnected. At least one maximal message.
+	MaxInboundBytes int
 }
 
 // DefaultConnLimits are the limits of a boxd started without the corresponding flags.
 func DefaultConnLimits() ConnLimits {
 	return ConnLimits{MaxConnections: 128, MessageTimeout: 60 * time.Second, WriteTimeout: 60 * time.Second,
-		MaxOutboundBytes: 2 * maxMessage}
+		MaxOutboundBytes: 2 * maxMessage, MaxInboundBytes: 8 * maxMessage}
 }
 
 // Validate names the flag of the first unusable limit.
@@ -38,6 +42,8 @@ func (l ConnLimits) Validate() error {
 		return fmt.Errorf("-ws-write-timeout must be a positive duration such as 60s, got %s", l.WriteTimeout)
 	case l.MaxOutboundBytes < maxMessage:
 		return fmt.Errorf("-ws-max-outbound-bytes must be at least %d (one maximal message), got %d", maxMessage, l.MaxOutboundBytes)
+	case l.MaxInboundBytes < maxMessage:
+		return fmt.Errorf("-ws-max-inbound-bytes must be at least %d (one maximal message), got %d", maxMessage, l.MaxInboundBytes)
 	}
 	return nil
 }
@@ -56,6 +62,9 @@ func (l ConnLimits) WithDefaults() ConnLimits {
 	}
 	if l.MaxOutboundBytes == 0 {
 		l.MaxOutboundBytes = d.MaxOutboundBytes
+	}
+	if l.MaxInboundBytes == 0 {
+		l.MaxInboundBytes = d.MaxInboundBytes
 	}
 	return l
 }

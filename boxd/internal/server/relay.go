@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -133,26 +132,28 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 	// WS -> stdin
 	go func() {
 		defer func() { done <- struct{}{} }()
-		// One buffer for every inbound message: it grows to the largest message once, and the
-		// message and its "\n" reach the process's stdin in a single write.
-		var buf bytes.Buffer
+		// One buffer for the inbound messages (kept between them up to relayKeep bytes), and
+		// when it has room the message and its "\n" reach the process's stdin in a single write.
+		m := s.newInbound()
+		defer m.free()
 		for {
-			kind, err := peer.read(&buf)
+			kind, err := peer.read(m)
 			if err != nil {
 				return
 			}
 			if kind != websocket.TextMessage {
+				m.keep(relayKeep)
 				continue
 			}
 			if !s.fence.Current(tctx) {
 				return
 			}
-			buf.WriteByte('\n')
-			if _, err := p.Stdin().Write(buf.Bytes()); err != nil {
+			if err := writeLineTo(p.Stdin(), m.buf); err != nil {
 				return
 			}
-			s.opts.Metrics.Relay("in", buf.Len())
+			s.opts.Metrics.Relay("in", len(m.buf)+1)
 			s.mgr.Touch(sess)
+			m.keep(relayKeep)
 		}
 	}()
 	// heartbeat and fence
@@ -163,4 +164,22 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 	<-done
 	cancel()
 	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+}
+
+// relayKeep is the capacity of the inbound buffer a relay keeps (reserved) between messages:
+// MCP messages are small, and a large one's buffer goes back to the budget at once.
+const relayKeep = 64 << 10
+
+// writeLineTo writes b and a "\n": in one write when b has room for it (the usual case),
+// else in two.
+func writeLineTo(w io.Writer, b []byte) error {
+	if len(b) < cap(b) {
+		_, err := w.Write(append(b, '\n'))
+		return err
+	}
+	if _, err := w.Write(b); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, "\n")
+	return err
 }

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -75,11 +74,18 @@ func (s *Server) rpcWS(w http.ResponseWriter, r *http.Request) {
 	defer reqs.Wait()
 	defer cancel()
 	for {
-		var buf bytes.Buffer
-		kind, err := p.read(&buf)
-		if err != nil || kind == websocket.BinaryMessage {
+		// A buffer of its own for each message: the request's goroutine keeps it. The
+		// reservation ends with the reading (requests being run are bounded by the in-flight cap).
+		m := s.newInbound()
+		kind, err := p.read(m)
+		if err != nil {
 			return
 		}
-		reqs.Handle(buf.Bytes())
+		if kind == websocket.BinaryMessage {
+			m.free()
+			return
+		}
+		reqs.Handle(m.buf)
+		m.free()
 	}
 }

@@ -76,6 +76,8 @@ type Server struct {
 	skills   skillService
 	// connLimits are opts.Conn with defaults filled in.
 	connLimits ConnLimits
+	// inbound is the -ws-max-inbound-bytes budget of every WebSocket connection.
+	inbound *inboundBudget
 
 	mu          sync.Mutex
 	trusted     string
@@ -95,6 +97,7 @@ func New(opts Options) *Server {
 		cfg: opts.Config, conns: map[*websocket.Conn]struct{}{}}
 	s.upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }, EnableCompression: false}
 	s.connLimits = opts.Conn.WithDefaults()
+	s.inbound = &inboundBudget{max: s.connLimits.MaxInboundBytes}
 	s.adm = s.newAdmission()
 	s.audit = opts.Audit
 	s.actions = s.registry()

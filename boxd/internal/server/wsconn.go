@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -83,10 +82,11 @@ func (p *peer) armLocked() {
 	_ = p.conn.SetReadDeadline(d)
 }
 
-// read reads one whole message into buf (reset first).
-func (p *peer) read(buf *bytes.Buffer) (int, error) {
+// read reads one whole message into m (emptied first). On an error m is freed.
+func (p *peer) read(m *inbound) (int, error) {
 	kind, r, err := p.conn.NextReader()
 	if err != nil {
+		m.free()
 		p.readFailed(err, time.Time{})
 		return 0, err
 	}
@@ -94,14 +94,14 @@ func (p *peer) read(buf *bytes.Buffer) (int, error) {
 	p.msgBy = time.Now().Add(p.lim.MessageTimeout)
 	p.armLocked()
 	p.mu.Unlock()
-	buf.Reset()
-	_, err = buf.ReadFrom(r)
+	err = m.readFrom(r)
 	p.mu.Lock()
 	msgBy := p.msgBy
 	p.msgBy = time.Time{}
 	p.armLocked()
 	p.mu.Unlock()
 	if err != nil {
+		m.free()
 		p.readFailed(err, msgBy)
 		return 0, err
 	}
@@ -111,7 +111,10 @@ func (p *peer) read(buf *bytes.Buffer) (int, error) {
 // readFailed records why a read ended when boxd's own bound ended it.
 func (p *peer) readFailed(err error, msgBy time.Time) {
 	var ne net.Error
+	var budget *errInboundBudget
 	switch {
+	case errors.As(err, &budget):
+		p.drop("inbound_budget", budget.Error())
 	case errors.Is(err, websocket.ErrReadLimit):
 		p.closed("message_too_big", fmt.Sprintf("a message exceeds the %d byte limit", maxMessage))
 	case errors.As(err, &ne) && ne.Timeout() && !msgBy.IsZero() && !time.Now().Before(msgBy):

@@ -117,6 +117,158 @@ func TestUnfinishedFragmentedMessage(t *testing.T) {
 	}
 }
 
+// Item 8: what unfinished incoming messages hold is bounded for the whole process
+// (-ws-max-inbound-bytes), not per connection. Each 15 MiB message is assembled in a 16 MiB
+// buffer (its capacity is what is reserved), so a budget of 40 MiB holds two of them but not a
+// third: whichever connection's reservation does not fit is closed (reason inbound_budget),
+// the other two finish their messages and get their answers, and the 8 MiB left serve a fresh
+// client while the two unfinished messages are still held.
+func TestInboundBudgetIsShared(t *testing.T) {
+	b := startBoxdWith(t, func(o *runtime.Options) {
+		o.Conn.MaxInboundBytes = 40 << 20
+		o.Conn.MessageTimeout = 10 * time.Minute // only the budget may end these messages
+	})
+	type answer struct {
+		r   response
+		err error
+	}
+	type holder struct {
+		w       io.WriteCloser
+		sendErr chan error
+		answer  chan answer
+	}
+	holders := make([]*holder, 3)
+	for i := range holders {
+		dialer := websocket.Dialer{WriteBufferSize: 1 << 20}
+		ws, resp, err := dialer.Dial("ws://"+b.addr+"/rpc/ws", headers())
+		require.NoError(t, err)
+		resp.Body.Close()
+		t.Cleanup(func() { ws.Close() })
+		w, err := ws.NextWriter(websocket.TextMessage)
+		require.NoError(t, err)
+		h := &holder{w: w, sendErr: make(chan error, 1), answer: make(chan answer, 1)}
+		holders[i] = h
+		go func() { // reads all along, so boxd's keepalive pings are answered
+			var a answer
+			a.err = ws.ReadJSON(&a.r)
+			h.answer <- a
+		}()
+		go func() {
+			// A __ping whose padding arrives as fragments of one text message, left unfinished
+			// (its last fragment is sent, with the final flag, only when the test closes w).
+			if _, err := fmt.Fprintf(w, `{"seq_id":%d,"action":"__ping","data":{},"pad":"`, i+1); err != nil {
+				h.sendErr <- err
+				return
+			}
+			part := bytes.Repeat([]byte("x"), 1<<20)
+			for sent := 0; sent < 15<<20; sent += len(part) {
+				if _, err := w.Write(part); err != nil {
+					h.sendErr <- err
+					return
+				}
+			}
+			_, err := io.WriteString(w, `"}`)
+			h.sendErr <- err
+		}()
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for metric(t, b, `boxd_ws_disconnects_total{reason="inbound_budget"}`) == 0 {
+		require.True(t, time.Now().Before(deadline), "boxd never closed a connection on the shared inbound budget")
+	}
+	// Two unfinished messages (32 MiB) are held now: a fresh client still gets its answers.
+	dial(t, b).ok("__ping", map[string]any{}, nil)
+
+	var closed, served int
+	for i, h := range holders {
+		if err := <-h.sendErr; err == nil {
+			_ = h.w.Close() // the final fragment; a failure shows in the answer
+		}
+		select {
+		case a := <-h.answer:
+			if a.err != nil {
+				closed++
+				continue
+			}
+			assert.Equal(t, int64(i+1), a.r.SeqID)
+			assert.Equal(t, 0, a.r.Code, a.r.Message)
+			served++
+		case <-time.After(2 * time.Minute):
+			require.FailNow(t, "no answer and no close", "connection %d", i+1)
+		}
+	}
+	assert.Equal(t, 1, closed, "exactly the connection that crossed the budget is closed")
+	assert.Equal(t, 2, served, "the two messages that fit are answered")
+	assert.Equal(t, 1.0, metric(t, b, `boxd_ws_disconnects_total{reason="inbound_budget"}`))
+	assert.Equal(t, 0.0, metric(t, b, `boxd_ws_disconnects_total{reason="message_too_big"}`))
+	dial(t, b).ok("__ping", map[string]any{}, nil)
+}
+
+// Item 8: a managed-process relay draws on the same inbound budget as /rpc/ws. With the
+// smallest budget (one 16 MiB message), a relay holding an unfinished 15 MiB message leaves
+// nothing for a control connection's next message: that connection is closed (inbound_budget),
+// while the relay finishes its message, which reaches the process whole, and its buffer goes
+// back, so a fresh client gets its answers.
+func TestRelaySharesTheInboundBudget(t *testing.T) {
+	b := startBoxdWith(t, func(o *runtime.Options) {
+		o.Conn.MaxInboundBytes = 16 << 20
+		o.Conn.MessageTimeout = 10 * time.Minute
+	})
+	c := dial(t, b)
+	c.init(t, nil)
+	sid := uniq("inbound-relay")
+	c.ok("box_create_session", spec(sid, nil), ctx1)
+	c.ok("box_start_managed_process", map[string]any{"session_id": sid, "spec": map[string]any{
+		"process_id": "len", "command": "awk", "args": []any{"{ print length($0); fflush() }"}}}, ctx1)
+	h := headers()
+	h.Set("X-LangBot-Workspace-Id", workspace)
+	h.Set("X-LangBot-Placement-Generation", "1")
+	d := websocket.Dialer{Subprotocols: []string{"mcp"}, WriteBufferSize: 1 << 20}
+	relay, resp, err := d.Dial("ws://"+b.addr+"/v1/sessions/"+physicalID(sid)+"/managed-process/len/ws", h)
+	require.NoError(t, err)
+	resp.Body.Close()
+	t.Cleanup(func() { relay.Close() })
+	lines := make(chan string, 1)
+	go func() { // reads all along, so boxd's keepalive pings are answered
+		_, msg, err := relay.ReadMessage()
+		if err == nil {
+			lines <- string(msg)
+		}
+		close(lines)
+	}()
+	w, err := relay.NextWriter(websocket.TextMessage)
+	require.NoError(t, err)
+	const size = 15 << 20
+	part := bytes.Repeat([]byte("x"), 1<<20)
+	for sent := 0; sent < size; sent += len(part) {
+		_, err := w.Write(part)
+		require.NoError(t, err)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for metric(t, b, "boxd_ws_inbound_bytes") < 16<<20 {
+		require.True(t, time.Now().Before(deadline), "boxd never held the relay's unfinished message in its inbound budget")
+	}
+
+	require.NoError(t, c.ws.WriteJSON(map[string]any{"seq_id": 1000, "action": "__ping", "data": map[string]any{}}))
+	requireClosedByBoxd(t, c.ws, "control connection over the budget")
+	assert.Equal(t, 1.0, metric(t, b, `boxd_ws_disconnects_total{reason="inbound_budget"}`))
+
+	require.NoError(t, w.Close()) // the final fragment
+	select {
+	case line, ok := <-lines:
+		require.True(t, ok, "the relay was closed")
+		assert.Equal(t, strconv.Itoa(size), line, "the whole message reached the process as one line")
+	case <-time.After(2 * time.Minute):
+		require.FailNow(t, "no line back from the process")
+	}
+	for metric(t, b, "boxd_ws_inbound_bytes") != 0 { // given back right after the write to stdin
+		require.True(t, time.Now().Before(deadline), "the relay kept its large buffer")
+	}
+	fresh := dial(t, b)
+	fresh.ok("__ping", map[string]any{}, nil)
+	fresh.ok("box_delete_session", map[string]any{"session_id": sid}, ctx1)
+	assert.Equal(t, 1.0, metric(t, b, `boxd_ws_disconnects_total{reason="inbound_budget"}`), "only the control connection was closed")
+}
+
 // Item 8: a peer that keeps sending requests and never reads the answers is disconnected once
 // its queued responses pass the per-connection bound; a well-behaved connection keeps getting
 // its answers all along.
