@@ -43,6 +43,17 @@ func metric(t *testing.T, b *boxd, series string) float64 {
 	return 0
 }
 
+// writeFill writes n bytes c to w, 1 MiB at a time (n a multiple of 1 MiB).
+func writeFill(w io.Writer, c byte, n int) error {
+	part := bytes.Repeat([]byte{c}, 1<<20)
+	for sent := 0; sent < n; sent += len(part) {
+		if _, err := w.Write(part); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // requireClosedByBoxd reads ws until boxd ends the connection: the read must fail with
 // something other than the client's own deadline (which only bounds how long boxd is given).
 func requireClosedByBoxd(t *testing.T, ws *websocket.Conn, why string) {
@@ -103,12 +114,7 @@ func TestUnfinishedFragmentedMessage(t *testing.T) {
 				if err != nil {
 					return
 				}
-				part := bytes.Repeat([]byte(" "), 1<<20)
-				for sent := 0; sent < tc.bytes; sent += len(part) {
-					if _, err := w.Write(part); err != nil {
-						return
-					}
-				}
+				_ = writeFill(w, ' ', tc.bytes)
 			}()
 			requireClosedByBoxd(t, ws, tc.name)
 			assert.Equal(t, 1.0, metric(t, b, `boxd_ws_disconnects_total{reason="`+tc.reason+`"}`))
@@ -160,12 +166,9 @@ func TestInboundBudgetIsShared(t *testing.T) {
 				h.sendErr <- err
 				return
 			}
-			part := bytes.Repeat([]byte("x"), 1<<20)
-			for sent := 0; sent < 15<<20; sent += len(part) {
-				if _, err := w.Write(part); err != nil {
-					h.sendErr <- err
-					return
-				}
+			if err := writeFill(w, 'x', 15<<20); err != nil {
+				h.sendErr <- err
+				return
 			}
 			_, err := io.WriteString(w, `"}`)
 			h.sendErr <- err
@@ -238,11 +241,7 @@ func TestRelaySharesTheInboundBudget(t *testing.T) {
 	w, err := relay.NextWriter(websocket.TextMessage)
 	require.NoError(t, err)
 	const size = 15 << 20
-	part := bytes.Repeat([]byte("x"), 1<<20)
-	for sent := 0; sent < size; sent += len(part) {
-		_, err := w.Write(part)
-		require.NoError(t, err)
-	}
+	require.NoError(t, writeFill(w, 'x', size))
 	deadline := time.Now().Add(3 * time.Minute)
 	for metric(t, b, "boxd_ws_inbound_bytes") < 16<<20 {
 		require.True(t, time.Now().Before(deadline), "boxd never held the relay's unfinished message in its inbound budget")
