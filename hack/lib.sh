@@ -16,13 +16,14 @@ RUN_DIR="${LANGBOT_K8S_RUN_DIR:-/tmp/lbk-$(printf '%s' "$REPO_ROOT" | sha256sum 
 export REPO_ROOT TOOLS_CACHE STATE_DIR RUN_DIR
 
 # Pinned tool versions (one place).
-HELM_VERSION="v3.22.0"
+HELM_VERSION="v3.21.4"    # helm 3 CLI; the Helm SDK in go.mod is the same release
+HELM4_VERSION="v4.3.2"
 HELM_UNITTEST_VERSION="v1.1.2"
 KUBERNETES_VERSION="v1.34.2"
 KWOK_VERSION="v0.8.0"
 COREDNS_VERSION="v1.15.0"
 GATEWAY_API_VERSION="v1.3.0"   # HTTPRoute CRD for the local cluster (from the Go module, no download)
-export HELM_VERSION HELM_UNITTEST_VERSION KUBERNETES_VERSION KWOK_VERSION COREDNS_VERSION
+export HELM_VERSION HELM4_VERSION HELM_UNITTEST_VERSION KUBERNETES_VERSION KWOK_VERSION COREDNS_VERSION
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
