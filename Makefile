@@ -54,6 +54,14 @@ docker-down: ## stop the private Docker Engine
 image: ## build the boxd image FROM scratch against the private Docker Engine
 	bash hack/image.sh
 
+.PHONY: image-multiarch image-digest test-release
+image-multiarch: ## build the boxd index (linux/amd64+arm64) of the committed sources, push it to the test registry
+	bash hack/registry.sh up && eval "$$(bash hack/registry.sh env)" && $(GO) run ./cmd/boximage -push
+image-digest: ## pin the boxd index digest in Chart.yaml's artifacthub.io/images (after a boxd/ or go.mod commit)
+	$(GO) run ./cmd/boximage -sync-chart
+test-release: ## release artifacts against a real OCI registry: multi-arch boxd index
+	bash ci/25-release.sh
+
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	bash hack/fuzz.sh $(FUZZTIME)

@@ -3,7 +3,7 @@
 # .github/workflows/ci.yaml calls the same stage scripts.
 source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
 cd "$REPO_ROOT"
-stages=(ci/10-unit.sh ci/20-chart.sh ci/30-boxd.sh ci/40-e2e.sh)
+stages=(ci/10-unit.sh ci/20-chart.sh ci/25-release.sh ci/30-boxd.sh ci/40-e2e.sh)
 declare -A took
 mkdir -p "$STATE_DIR/results" && : > "$STATE_DIR/results/counts"
 for s in "${stages[@]}"; do
