@@ -54,12 +54,16 @@ docker-down: ## stop the private Docker Engine
 image: ## build the boxd image FROM scratch against the private Docker Engine
 	bash hack/image.sh
 
+.PHONY: package
+package: ## chart archive + provenance into dist/ (SIGN_KEY, SIGN_KEYRING: see hack/package.sh)
+	bash hack/package.sh $(PACKAGE_DIR)
+
 .PHONY: image-multiarch image-digest test-release
 image-multiarch: ## build the boxd index (linux/amd64+arm64) of the committed sources, push it to the test registry
 	bash hack/registry.sh up && eval "$$(bash hack/registry.sh env)" && $(GO) run ./cmd/boximage -push
 image-digest: ## pin the boxd index digest in Chart.yaml's artifacthub.io/images (after a boxd/ or go.mod commit)
 	$(GO) run ./cmd/boximage -sync-chart
-test-release: ## release artifacts against a real OCI registry: multi-arch boxd index
+test-release: ## release artifacts against a real OCI registry: multi-arch boxd index, signed OCI chart (both helms)
 	bash ci/25-release.sh
 
 .PHONY: fuzz

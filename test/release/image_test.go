@@ -1,10 +1,9 @@
 //go:build release
 
-package ociimage_test
+package release
 
 import (
 	"archive/tar"
-	"context"
 	"debug/elf"
 	"errors"
 	"io"
@@ -24,21 +23,6 @@ import (
 
 	"github.com/langbot-k8s/langbot-k8s/pkg/ociimage"
 )
-
-// startRegistry runs hack/registry.sh up (the real docker-registry with TLS and htpasswd) and
-// returns how to reach it.
-func startRegistry(t *testing.T, ctx context.Context, repo string) ociimage.Registry {
-	t.Helper()
-	cmd := exec.CommandContext(ctx, "bash", "-c", `bash hack/registry.sh up >&2 && eval "$(bash hack/registry.sh env)" &&
-		printf '%s\n' "$LBK_REGISTRY" "$LBK_REGISTRY_USER" "$LBK_REGISTRY_PASSWORD" "$LBK_REGISTRY_CA"`)
-	cmd.Dir = repo
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	require.NoError(t, err, "hack/registry.sh up")
-	f := strings.Split(strings.TrimSpace(string(out)), "\n")
-	require.Len(t, f, 4, "hack/registry.sh env: %q", out)
-	return ociimage.Registry{Host: f[0], Username: f[1], Password: f[2], CAFile: f[3]}
-}
 
 // file extracts path (without the leading slash) from img's flattened file system.
 func file(t *testing.T, img v1.Image, path string) []byte {
