@@ -8,6 +8,7 @@
 # Tests carry the build tag `release` (test/release).
 source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
 cd "$REPO_ROOT"
+need_apt gnupg
 bash hack/registry.sh up
 mkdir -p "$STATE_DIR/results"
 report="$STATE_DIR/results/release.json"
