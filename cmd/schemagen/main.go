@@ -16,8 +16,9 @@ func main() {
 	out := flag.String("out", "charts/langbot/values.schema.json", "generated JSON schema")
 	check := flag.Bool("check", false, "fail if -out (and -readme) differ from what the source generates instead of writing them")
 	readme := flag.String("readme", "charts/langbot/README.md", "chart README whose values table (between markers) is generated; empty = skip")
+	values := flag.String("values", "charts/langbot/values.yaml", "chart values whose defaults the README's table shows")
 	flag.Parse()
-	if err := run(*src, *out, *readme, *check); err != nil {
+	if err := run(*src, *out, *readme, *values, *check); err != nil {
 		fmt.Fprintln(os.Stderr, "schemagen:", err)
 		os.Exit(1)
 	}
@@ -28,7 +29,7 @@ const (
 	endMarker   = "<!-- values-table:end -->"
 )
 
-func run(src, out, readme string, check bool) error {
+func run(src, out, readme, values string, check bool) error {
 	in, err := os.ReadFile(src)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", src, err)
@@ -43,7 +44,11 @@ func run(src, out, readme string, check bool) error {
 		if err != nil {
 			return fmt.Errorf("read %s: %w", readme, err)
 		}
-		table, err := schema.ValuesTable(gen)
+		vals, err := os.ReadFile(values)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", values, err)
+		}
+		table, err := schema.ValuesTable(gen, vals)
 		if err != nil {
 			return err
 		}
@@ -61,7 +66,7 @@ func run(src, out, readme string, check bool) error {
 				return fmt.Errorf("read %s: %w", path, err)
 			}
 			if !bytes.Equal(cur, want) {
-				return fmt.Errorf("%s is out of date with %s: run `make schema`", path, src)
+				return fmt.Errorf("%s is out of date with %s and %s: run `make schema`", path, src, values)
 			}
 			continue
 		}

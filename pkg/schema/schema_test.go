@@ -45,13 +45,15 @@ func TestValidateNamesFields(t *testing.T) {
 func TestEveryPropertyIsDocumented(t *testing.T) {
 	b, err := os.ReadFile("../../charts/langbot/values.schema.json")
 	require.NoError(t, err)
-	table, err := ValuesTable(b)
+	vals, err := os.ReadFile("../../charts/langbot/values.yaml")
+	require.NoError(t, err)
+	table, err := ValuesTable(b, vals)
 	require.NoError(t, err)
 	for _, line := range strings.Split(strings.TrimSpace(table), "\n")[2:] {
 		cells := strings.Split(line, " | ")
-		require.Len(t, cells, 3, line)
-		assert.NotEqual(t, "|", strings.TrimSpace(cells[2]), "undocumented key: %s", cells[0])
+		require.Len(t, cells, 4, line)
+		assert.NotEqual(t, "|", strings.TrimSpace(cells[3]), "undocumented key: %s", cells[0])
 		assert.NotEqual(t, "any", cells[1], "untyped key: %s", cells[0])
 	}
-	assert.Contains(t, table, "| `box.hostRoot` | string |")
+	assert.Contains(t, table, "| `box.hostRoot` | string | `\"/app/data/box\"` |")
 }
