@@ -45,15 +45,38 @@ smoke() {
   local ctx='{"instance_uuid":"image-smoke","workspace_uuid":"smoke","placement_generation":1}'
   # BOXD_SCOPE keeps this boxd's start-up recovery away from containers of other runtimes
   # sharing the engine.
-  out="$(printf '%s\n' \
-    '{"seq_id":1,"action":"box_health","data":{}}' \
-    '{"seq_id":2,"action":"box_init","data":{"backend":"local","local":{"host_root":"'"$ws"'","allowed_mount_roots":["'"$ws"'"]},"docker":{"exec_agent":true}}}' \
-    '{"seq_id":3,"action":"box_exec","data":{"session_id":"smoke","image":"'"$SANDBOX_IMAGE"'","host_path":"'"$ws"'/default","cmd":"echo from-sandbox > /workspace/out && cat /workspace/out","timeout_sec":60},"context":'"$ctx"'}' \
-    '{"seq_id":4,"action":"box_exec","data":{"session_id":"smoke","image":"'"$SANDBOX_IMAGE"'","host_path":"'"$ws"'/default","cmd":"tr '"'\\\\0'"' '"' '"' < /proc/$PPID/cmdline","timeout_sec":60},"context":'"$ctx"'}' |
-    timeout 120 docker run -i --rm --network none \
-      -e LANGBOT_BOX_TRUSTED_INSTANCE_UUID=image-smoke -e BOXD_SCOPE="image-smoke-$$" \
-      -v "$sock:/var/run/docker.sock" -v "$ws:$ws" "$IMAGE" -s 2>"$ws.log")" || {
-    cat "$ws.log" >&2; rm -f "$ws.log"; die "$IMAGE: boxd in stdio mode failed"; }
+  # Like LangBot, box_init's reply is awaited before the sandbox actions: boxd answers stdio
+  # requests concurrently and refuses sandbox actions until box_init has been applied.
+  local exec3 exec4
+  exec3='{"seq_id":3,"action":"box_exec","data":{"session_id":"smoke","image":"'"$SANDBOX_IMAGE"'","host_path":"'"$ws"'/default","cmd":"echo from-sandbox > /workspace/out && cat /workspace/out","timeout_sec":60},"context":'"$ctx"'}'
+  exec4='{"seq_id":4,"action":"box_exec","data":{"session_id":"smoke","image":"'"$SANDBOX_IMAGE"'","host_path":"'"$ws"'/default","cmd":"tr '"'\\\\0'"' '"' '"' < /proc/$PPID/cmdline","timeout_sec":60},"context":'"$ctx"'}'
+  local pipes pid in from ok=1
+  pipes="$(mktemp -d /tmp/lbk-image-smoke-pipes-XXXXXX)"
+  mkfifo "$pipes/in" "$pipes/out"
+  timeout 120 docker run -i --rm --network none \
+    -e LANGBOT_BOX_TRUSTED_INSTANCE_UUID=image-smoke -e BOXD_SCOPE="image-smoke-$$" \
+    -v "$sock:/var/run/docker.sock" -v "$ws:$ws" "$IMAGE" -s <"$pipes/in" >"$pipes/out" 2>"$ws.log" &
+  pid=$!
+  exec {in}>"$pipes/in" {from}<"$pipes/out"
+  out=""
+  await_reply() { # await_reply SEQ: read replies (in any order) until SEQ's has come
+    local line
+    while ! grep -q "\"seq_id\":$1," <<<"$out"; do
+      IFS= read -r -t 120 line <&"$from" || return 1
+      out+="$line"$'\n'
+    done
+  }
+  printf '%s\n' '{"seq_id":1,"action":"box_health","data":{}}' \
+    '{"seq_id":2,"action":"box_init","data":{"backend":"local","local":{"host_root":"'"$ws"'","allowed_mount_roots":["'"$ws"'"]},"docker":{"exec_agent":true}}}' >&"$in"
+  await_reply 1 && await_reply 2 || ok=0
+  [ $ok = 1 ] && printf '%s\n' "$exec3" >&"$in" && await_reply 3 || ok=0
+  [ $ok = 1 ] && printf '%s\n' "$exec4" >&"$in" && await_reply 4 || ok=0
+  exec {in}>&-
+  cat <&"$from" >/dev/null || true
+  exec {from}<&-
+  wait "$pid" || ok=0
+  rm -rf "$pipes"
+  [ $ok = 1 ] || { cat "$ws.log" >&2; rm -f "$ws.log"; die "$IMAGE: boxd in stdio mode failed: $out"; }
   rm -f "$ws.log"
   grep -q '"seq_id":1,"code":0,.*"available":true' <<<"$out" || die "$IMAGE: box_health did not report the engine available: $out"
   grep -q '"seq_id":3,"code":0,.*"stdout":"from-sandbox"' <<<"$out" || die "$IMAGE: box_exec through the socket failed: $out"
