@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,42 +65,43 @@ func loadDBConfig() (dbConfig, error) {
 	return c, nil
 }
 
-// pgxConfig builds the connection LangBot's PostgreSQLDatabaseManager would open: a non-empty
-// url wins (postgresql:// or postgresql+asyncpg://, asyncpg's ssl= read as sslmode=; a URL
-// without a password falls back to PGPASSWORD, as asyncpg does), else the structured fields.
+// pgxConfig builds the connection LangBot's PostgreSQLDatabaseManager would open
+// (pkg/persistence/databases/postgresql.py initialize): a non-empty url wins (postgresql:// or
+// postgresql+asyncpg://, the libpq sslmode= spelling passed on as asyncpg's ssl=, conflicting
+// values refused: pkg/persistence/postgresql_url.py normalize_asyncpg_url; a URL without a
+// password falls back to PGPASSWORD, as asyncpg does), else the structured fields make the same
+// postgresql+asyncpg URL (sqlalchemy.URL.create). Either way asyncpg's TLS default applies when
+// the URL names no mode: PGSSLMODE, else "prefer" - TLS is tried and a server that refuses it is
+// used in plain text - which is pgx's default for a URL without sslmode too.
 func (c dbConfig) pgxConfig() (*pgx.ConnConfig, error) {
-	if c.url != "" {
-		u, err := url.Parse(c.url)
-		if err != nil {
-			return nil, fmt.Errorf("database.postgresql.url is invalid: %w", err)
-		}
-		switch u.Scheme {
-		case "postgresql", "postgresql+asyncpg":
-			u.Scheme = "postgresql"
-		default:
-			return nil, fmt.Errorf("database.postgresql.url must use postgresql:// or postgresql+asyncpg://, not %q", u.Scheme)
-		}
-		q := u.Query()
-		if ssl := q.Get("ssl"); ssl != "" {
-			if m := q.Get("sslmode"); m != "" && m != ssl {
-				return nil, fmt.Errorf("database.postgresql.url has conflicting ssl and sslmode options")
-			}
-			q.Del("ssl")
-			q.Set("sslmode", ssl)
-			u.RawQuery = q.Encode()
-		}
-		cfg, err := pgx.ParseConfig(u.String())
-		if err != nil {
-			return nil, fmt.Errorf("database.postgresql.url: %w", err)
-		}
-		return cfg, nil
+	raw := c.url
+	if raw == "" {
+		raw = (&url.URL{Scheme: "postgresql", User: url.UserPassword(c.user, c.password),
+			Host: net.JoinHostPort(c.host, strconv.Itoa(c.port)), Path: "/" + c.database}).String()
 	}
-	cfg, err := pgx.ParseConfig("")
+	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("database.postgresql.url is invalid: %w", err)
 	}
-	cfg.Host, cfg.Port, cfg.User, cfg.Password, cfg.Database = c.host, uint16(c.port), c.user, c.password, c.database
-	cfg.Fallbacks = nil
+	switch u.Scheme {
+	case "postgresql", "postgresql+asyncpg":
+		u.Scheme = "postgresql"
+	default:
+		return nil, fmt.Errorf("database.postgresql.url must use postgresql:// or postgresql+asyncpg://, not %q", u.Scheme)
+	}
+	q := u.Query()
+	if ssl := q.Get("ssl"); ssl != "" {
+		if m := q.Get("sslmode"); m != "" && m != ssl {
+			return nil, fmt.Errorf("database.postgresql.url has conflicting ssl and sslmode options")
+		}
+		q.Del("ssl")
+		q.Set("sslmode", ssl)
+		u.RawQuery = q.Encode()
+	}
+	cfg, err := pgx.ParseConfig(u.String())
+	if err != nil {
+		return nil, fmt.Errorf("database.postgresql.url: %w", err)
+	}
 	return cfg, nil
 }
 
