@@ -58,6 +58,7 @@ smoke() {
     -v "$sock:/var/run/docker.sock" -v "$ws:$ws" "$IMAGE" -s <"$pipes/in" >"$pipes/out" 2>"$ws.log" &
   pid=$!
   exec {in}>"$pipes/in" {from}<"$pipes/out"
+  trap '' PIPE # a boxd that died fails the next write (reported below) instead of killing the script
   out=""
   await_reply() { # await_reply SEQ: read replies (in any order) until SEQ's has come
     local line
