@@ -80,12 +80,22 @@ func (e *env) install(release, ns string, wait bool, args ...string) string {
 	if wait {
 		base = append(base, "--wait", "--timeout", "4m")
 	}
-	out := e.helmOK(append(base, args...)...)
+	// Registered before the install: a failed install (helm leaves the release and the
+	// namespace behind) is removed too.
 	e.t.Cleanup(func() {
 		_, _ = e.run(e.helm, "uninstall", release, "-n", ns, "--wait", "--timeout", "2m")
 		_ = e.cs.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 	})
-	return out
+	return e.helmOK(append(base, args...)...)
+}
+
+// createNamespace makes a namespace for objects the user creates before installing and
+// registers its removal, so it goes even when the test stops before the install.
+func (e *env) createNamespace(ns string) {
+	e.t.Helper()
+	_, err := e.cs.CoreV1().Namespaces().Create(context.Background(), nsObject(ns), metav1.CreateOptions{})
+	require.NoError(e.t, err)
+	e.t.Cleanup(func() { _ = e.cs.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
 }
 
 // poll waits for cond with a deadline (no sleeps as synchronisation).

@@ -30,9 +30,8 @@ func TestExternalPostgreSQL(t *testing.T) {
 		require.NotEmpty(t, pg[k], "%s: run hack/postgres.sh up and eval \"$(bash hack/postgres.sh env)\" (ci/40-e2e.sh does)", k)
 	}
 	ns := uniqueNS("postgres")
-	_, err := e.cs.CoreV1().Namespaces().Create(context.Background(), nsObject(ns), metav1.CreateOptions{})
-	require.NoError(t, err)
-	_, err = e.cs.CoreV1().Secrets(ns).Create(context.Background(), secretObject(ns, "langbot-postgresql", "password", pg["LBK_PG_PASSWORD"]), metav1.CreateOptions{})
+	e.createNamespace(ns)
+	_, err := e.cs.CoreV1().Secrets(ns).Create(context.Background(), secretObject(ns, "langbot-postgresql", "password", pg["LBK_PG_PASSWORD"]), metav1.CreateOptions{})
 	require.NoError(t, err)
 
 	e.install("langbot", ns, true, "-f", e.values("real-node.yaml"),

@@ -167,8 +167,7 @@ func TestScenariosOnSimulatedPools(t *testing.T) {
 			e := newEnv(t)
 			ns := uniqueNS(tc.name)
 			if tc.pre != nil {
-				_, err := e.cs.CoreV1().Namespaces().Create(context.Background(), nsObject(ns), metav1.CreateOptions{})
-				require.NoError(t, err)
+				e.createNamespace(ns)
 				tc.pre(t, ns)
 			}
 			e.install("langbot", ns, true, tc.args...)
