@@ -119,7 +119,7 @@ type agentConn struct {
 	client *agent.Client
 	att    types.HijackedResponse
 	execID string
-	stderr *boundedBuffer
+	stderr *agent.HeadBuffer
 }
 
 // ended describes how the agent's exec ended, for the log.
@@ -335,33 +335,6 @@ func (b *Backend) agentFor(ctx context.Context, h backend.Handle) *agentConn {
 	return c
 }
 
-// boundedBuffer keeps the first bytes written to it: limit bytes, 2048 when 0 (the agent
-// exec's stderr, for errors).
-type boundedBuffer struct {
-	mu    sync.Mutex
-	buf   bytes.Buffer
-	limit int
-}
-
-func (w *boundedBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	limit := w.limit
-	if limit == 0 {
-		limit = 2048
-	}
-	if room := limit - w.buf.Len(); room > 0 {
-		w.buf.Write(p[:min(room, len(p))])
-	}
-	return len(p), nil
-}
-
-func (w *boundedBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
-}
-
 // recorder keeps the first bytes read through it until off is set.
 type recorder struct {
 	r   io.Reader
@@ -411,7 +384,7 @@ func (b *Backend) startAgent(ctx context.Context, h backend.Handle) (*agentConn,
 		return nil, fmt.Errorf("attach agent exec: %w", err)
 	}
 	pr, pw := io.Pipe()
-	var stderr boundedBuffer
+	var stderr agent.HeadBuffer
 	go func() {
 		_, err := stdcopy.StdCopy(pw, &stderr, att.Reader)
 		if err == nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/errdefs"
 
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/agent"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/backend"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/mounts"
 )
@@ -370,7 +371,7 @@ func (b *Backend) verifyMounts(ctx context.Context, h backend.Handle, srcs mount
 	if len(srcs) == 0 {
 		return nil
 	}
-	stdout, stderr := boundedBuffer{limit: 64 << 10}, boundedBuffer{}
+	stdout, stderr := agent.HeadBuffer{Limit: 64 << 10}, agent.HeadBuffer{}
 	res, err := b.Exec(ctx, h, backend.ExecRequest{Argv: append([]string{AgentPath, "stat"}, srcs.Targets()...), Stdout: &stdout, Stderr: &stderr})
 	switch {
 	case err != nil:

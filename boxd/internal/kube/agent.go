@@ -1,7 +1,6 @@
 package kube
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -48,33 +47,12 @@ func InstallAgent(src, dst string) error {
 	return nil
 }
 
-// tailBuffer keeps the first 2 KiB written to it (the agent stream's stderr, for errors).
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (w *tailBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if room := 2048 - w.buf.Len(); room > 0 {
-		w.buf.Write(p[:min(room, len(p))])
-	}
-	return len(p), nil
-}
-
-func (w *tailBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
-}
-
 // agentConn is one exec stream running boxagent.
 type agentConn struct {
 	client *agent.Client
 	cancel context.CancelFunc
 	stdin  *io.PipeWriter
-	stderr *tailBuffer
+	stderr *agent.HeadBuffer
 	done   chan struct{} // the stream ended; streamErr is set
 	err    error
 }
@@ -127,7 +105,7 @@ func (b *Backend) dialAgent(ctx context.Context, pod string) (*agentConn, error)
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
-	c := &agentConn{cancel: cancel, stdin: inW, stderr: &tailBuffer{}, done: make(chan struct{})}
+	c := &agentConn{cancel: cancel, stdin: inW, stderr: &agent.HeadBuffer{}, done: make(chan struct{})}
 	go func() {
 		err := ex.StreamWithContext(sctx, remotecommand.StreamOptions{Stdin: inR, Stdout: outW, Stderr: c.stderr})
 		if err == nil {
