@@ -19,14 +19,15 @@ type engineWatcher interface {
 
 // watchEngine runs recovery again each time the backend's engine comes back (issue #10
 // item 9: persistent sandboxes of an instance that died while the engine was down are
-// removed then, not at boxd's next start), until ctx ends. Its first pass, right after
-// start-up recovery, finds nothing left to do unless the engine was down at start-up.
-func watchEngine(ctx context.Context, be backend.Backend, mgr *session.Manager, met *metrics.Metrics, log *slog.Logger) {
+// removed then, not at boxd's next start), until ctx ends. up says whether start-up recovery
+// ran (the engine answered): then the first recovery waits for the engine to go and come back;
+// otherwise it runs as soon as the engine answers.
+func watchEngine(ctx context.Context, be backend.Backend, up bool, mgr *session.Manager, met *metrics.Metrics, log *slog.Logger) {
 	w, ok := be.(engineWatcher)
 	if !ok {
 		return
 	}
-	w.WatchEngine(ctx, false, mgr.Known, func(ctx context.Context, adopted []backend.Adopted, removed int, err error) {
+	w.WatchEngine(ctx, up, mgr.Known, func(ctx context.Context, adopted []backend.Adopted, removed int, err error) {
 		if err != nil {
 			log.Warn("LangBot Box orphan container cleanup failed: " + err.Error())
 		}

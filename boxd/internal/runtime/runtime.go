@@ -141,7 +141,8 @@ func Run(ctx context.Context, o Options) error {
 		Config: cfg, Cwd: server.Cwd(), Logger: log, Metrics: met, Audit: aud,
 		CgroupV2: cgroupV2, UnsafeSoftStorageLimits: o.UnsafeSoftStorageLimits, Conn: o.Conn})
 
-	if err := be.Available(ctx); err == nil {
+	engineUp := be.Available(ctx) == nil
+	if engineUp {
 		log.Info("LangBot Box using backend: " + be.Info().Name)
 		adopted, removed, err := be.Recover(ctx, instanceID)
 		if err != nil {
@@ -161,7 +162,7 @@ func Run(ctx context.Context, o Options) error {
 	reapCtx, stopReaper := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopReaper()
 	go mgr.RunReaper(reapCtx, session.ReaperPeriod, srv.Admission().Reap)
-	go watchEngine(reapCtx, be, mgr, met, log)
+	go watchEngine(reapCtx, be, engineUp, mgr, met, log)
 
 	addr := net.JoinHostPort(o.Host, fmt.Sprint(o.Port))
 	ln, err := net.Listen("tcp", addr)
