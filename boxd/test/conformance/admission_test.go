@@ -77,7 +77,7 @@ func TestAdmissionStandardMode(t *testing.T) {
 	code, ready := getJSON(t, "http://"+b.addr+"/readyz")
 	assert.Equal(t, 200, code)
 	assert.Equal(t, "standard", ready["mode"])
-	assert.Equal(t, map[string]any{"name": "docker", "available": true}, c.ok("box_health", map[string]any{}, nil))
+	assert.Equal(t, map[string]any{"name": backendName(), "available": true}, c.ok("box_health", map[string]any{}, nil))
 }
 
 func TestAdmissionGrantEnforced(t *testing.T) {
@@ -98,7 +98,7 @@ func TestAdmissionGrantEnforced(t *testing.T) {
 	assert.Equal(t, false, ready["unsafe_soft_storage_limits"])
 	assert.Contains(t, ready, "resources")
 	backend := ready["backend"].(map[string]any)
-	assert.Equal(t, "docker", backend["name"])
+	assert.Equal(t, backendName(), backend["name"])
 	assert.Equal(t, true, backend["available"])
 	checks := ready["checks"].(map[string]any)
 	require.Len(t, checks, 14)
@@ -112,7 +112,7 @@ func TestAdmissionGrantEnforced(t *testing.T) {
 	assert.Contains(t, ready["error"], "requires the nsjail backend")
 
 	info := c.ok("box_get_backend_info", map[string]any{}, nil)
-	assert.Equal(t, "docker", info["name"])
+	assert.Equal(t, backendName(), info["name"])
 	assert.Equal(t, false, info["available"])
 	assert.Equal(t, "grant_enforced", info["readiness"].(map[string]any)["mode"])
 	h := c.call("box_health", map[string]any{}, nil)

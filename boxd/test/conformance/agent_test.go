@@ -3,6 +3,7 @@
 package conformance
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/agent/agenttest"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/docker"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/kube"
 )
 
 // TestMain builds boxagent and names it in BOXD_EXEC_AGENT_BINARY, where boxd (in-process
@@ -29,7 +31,25 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	os.Setenv(docker.AgentBinaryEnv, bin)
+	var env *kubeEnv
+	if onKube() {
+		if env, err = kubeUp(context.Background()); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			if env != nil {
+				_ = env.down(context.Background())
+			}
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
+		os.Setenv(kubeConfigEnv, env.configJSON())
+	}
 	code := m.Run()
+	if env != nil {
+		if err := env.down(context.Background()); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -41,7 +61,14 @@ type execPath struct {
 	agent bool
 }
 
-var execPaths = []execPath{{"docker exec", false}, {"exec agent", true}}
+// execPaths are the exec paths of the backend under test: on the kubernetes backend every
+// command goes through the agent, so its suites run once.
+func execPaths() []execPath {
+	if onKube() {
+		return []execPath{{"exec agent", true}}
+	}
+	return []execPath{{"docker exec", false}, {"exec agent", true}}
+}
 
 // boxInit adds the path's `docker` section to a box_init payload.
 func (p execPath) boxInit(extra map[string]any) map[string]any {
@@ -73,6 +100,10 @@ func (p execPath) assertRanThrough(t *testing.T, stdout any) {
 	t.Helper()
 	s, _ := stdout.(string)
 	if p.agent {
+		if onKube() { // the agent daemon, with its arguments
+			assert.True(t, strings.HasPrefix(s, kube.AgentPath+" "), "the command ran under the exec agent: %q", s)
+			return
+		}
 		assert.Equal(t, docker.AgentPath, s, "the command ran under the exec agent")
 		return
 	}

@@ -58,7 +58,7 @@ func TestAuditLog(t *testing.T) {
 	liveText, err := io.ReadAll(live.Body)
 	live.Body.Close()
 	require.NoError(t, err)
-	assert.Contains(t, string(liveText), `boxd_sessions{backend="docker"} 1`)
+	assert.Contains(t, string(liveText), `boxd_sessions{backend="`+backendName()+`"} 1`)
 	assert.Contains(t, string(liveText), `boxd_managed_processes{status="running"} 1`)
 	c.ok("box_stop_managed_process", map[string]any{"session_id": sid, "process_id": "srv1"}, ctx1)
 	c.ok("box_delete_session", map[string]any{"session_id": sid}, ctx1)

@@ -38,7 +38,7 @@ func TestHTTPSurfaceAndAuth(t *testing.T) {
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&ready))
 	resp.Body.Close()
 	assert.Equal(t, 200, resp.StatusCode)
-	assert.Equal(t, map[string]any{"name": "docker", "available": true}, ready["backend"])
+	assert.Equal(t, map[string]any{"name": backendName(), "available": true}, ready["backend"])
 
 	cases := []struct {
 		name string
@@ -106,13 +106,13 @@ func TestEnvelopeAndErrors(t *testing.T) {
 	}
 	c.ok("__file_chunk", map[string]any{"file_key": "abc.zip", "chunk_base64": "aGk=", "chunk_index": 0, "chunk_amount": 1, "file_length": 2, "chunk_size": 2}, nil)
 	info := c.ok("box_get_backend_info", map[string]any{}, nil)
-	assert.Equal(t, map[string]any{"name": "docker", "available": true}, info)
+	assert.Equal(t, map[string]any{"name": backendName(), "available": true}, info)
 	st := c.ok("box_status", map[string]any{}, ctx1)
 	assert.Equal(t, float64(300), st["session_ttl_sec"])
 }
 
 func TestExecThroughWorkspace(t *testing.T) {
-	for _, p := range execPaths {
+	for _, p := range execPaths() {
 		t.Run(p.name, func(t *testing.T) { testExecThroughWorkspace(t, p) })
 	}
 }
@@ -136,7 +136,7 @@ func testExecThroughWorkspace(t *testing.T, p execPath) {
 	}
 	r := c.ok("box_exec", with(map[string]any{"cmd": "echo hello > note.txt && cat note.txt && echo err >&2"}), ctx1)
 	assert.Equal(t, sid, r["session_id"], "the logical id comes back")
-	assert.Equal(t, "docker", r["backend_name"])
+	assert.Equal(t, backendName(), r["backend_name"])
 	assert.Equal(t, "completed", r["status"])
 	assert.Equal(t, float64(0), r["exit_code"])
 	assert.Equal(t, "hello", r["stdout"])
@@ -224,7 +224,7 @@ func TestBlockedMountAndCapacity(t *testing.T) {
 	resp.Body.Close()
 	require.NoError(t, err)
 	text := string(body)
-	assert.Contains(t, text, `boxd_sessions{backend="docker"} 1`)
+	assert.Contains(t, text, `boxd_sessions{backend="`+backendName()+`"} 1`)
 	assert.Contains(t, text, `boxd_capacity_rejections_total{kind="sessions"} 1`)
 	assert.Contains(t, text, `boxd_rpc_requests_total{action="box_exec",error_class="BoxValidationError"} 2`)
 	assert.Contains(t, text, `boxd_rpc_requests_total{action="box_create_session",error_class="BoxCapacityExceededError"} 1`)
@@ -296,7 +296,7 @@ func TestManagedProcessRelay(t *testing.T) {
 }
 
 func TestRestartKeepsPersistentAndRemovesOrphans(t *testing.T) {
-	for _, p := range execPaths {
+	for _, p := range execPaths() {
 		t.Run(p.name, func(t *testing.T) { testRestartKeepsPersistentAndRemovesOrphans(t, p) })
 	}
 }
@@ -374,7 +374,7 @@ func TestExecRecreatesAGoneSandbox(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := startBoxd(t)
 			c := dial(t, b)
-			c.init(t, execPaths[0].boxInit(nil))
+			c.init(t, execPaths()[0].boxInit(nil))
 			id := uniq("gone")
 			run := func(cmd string) map[string]any {
 				return c.ok("box_exec", spec(id, map[string]any{"cmd": cmd, "persistent": tc.persistent}), ctx1)

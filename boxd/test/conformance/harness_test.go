@@ -47,13 +47,16 @@ func startBoxd(t *testing.T) *boxd { return startBoxdWith(t, nil) }
 // startBoxdWith is startBoxd with options changed by mut (nil: none).
 func startBoxdWith(t *testing.T, mut func(o *runtime.Options)) *boxd {
 	t.Helper()
-	require.NotEmpty(t, os.Getenv("DOCKER_HOST"), "run `eval \"$(bash hack/docker.sh env)\"` (ci/30-boxd.sh does)")
+	if !onKube() {
+		require.NotEmpty(t, os.Getenv("DOCKER_HOST"), "run `eval \"$(bash hack/docker.sh env)\"` (ci/30-boxd.sh does)")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
 	top, _, _ := strings.Cut(t.Name(), "/")
 	o := runtime.Options{Host: "127.0.0.1", Port: 0, Token: token, Scope: "conformance-" + top,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Ready: func(a string) { ready <- a }}
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Ready: func(a string) { ready <- a },
+		ConfigJSON: os.Getenv(kubeConfigEnv)}
 	if mut != nil {
 		mut(&o)
 	}

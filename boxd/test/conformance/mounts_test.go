@@ -219,7 +219,7 @@ func TestSandboxActionsNeedBoxInit(t *testing.T) {
 
 // TestSandboxUser: `docker.user` runs sandboxes (and every command in them) as that user.
 func TestSandboxUser(t *testing.T) {
-	for _, p := range execPaths {
+	for _, p := range execPaths() {
 		t.Run(p.name, func(t *testing.T) {
 			b := startBoxd(t)
 			c := dial(t, b)
