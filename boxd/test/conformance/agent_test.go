@@ -14,6 +14,7 @@ import (
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/agent/agenttest"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/docker"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/kube"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/kube/kubetest"
 )
 
 // TestMain builds boxagent and names it in BOXD_EXEC_AGENT_BINARY, where boxd (in-process
@@ -31,21 +32,22 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	os.Setenv(docker.AgentBinaryEnv, bin)
-	var env *kubeEnv
+	var env *kubetest.Env
 	if onKube() {
-		if env, err = kubeUp(context.Background()); err != nil {
+		var cfg string
+		if env, cfg, err = kubeUp(context.Background()); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			if env != nil {
-				_ = env.down(context.Background())
+				_ = env.Down(context.Background())
 			}
 			os.RemoveAll(dir)
 			os.Exit(1)
 		}
-		os.Setenv(kubeConfigEnv, env.configJSON())
+		os.Setenv(kubeConfigEnv, cfg)
 	}
 	code := m.Run()
 	if env != nil {
-		if err := env.down(context.Background()); err != nil {
+		if err := env.Down(context.Background()); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			code = 1
 		}
