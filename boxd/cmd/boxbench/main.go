@@ -1,6 +1,6 @@
 // Command boxbench measures boxd next to the raw Docker Engine API.
 //
-//	boxbench run --boxd BIN [--n 20] [--json FILE]
+//	boxbench run --boxd BIN [--n 20] [--json FILE] [--kube]
 //	boxbench compare OLD.json NEW.json
 package main
 
@@ -35,6 +35,11 @@ func main() {
 		concurrent := fs.String("concurrent", "16,64", "session counts of the concurrent-execs workload (comma-separated, empty = skip)")
 		fs.IntVar(&o.Execs, "execs", 20, "execs per session in the concurrent-execs workload")
 		out := fs.String("json", "", "write the report as JSON here")
+		var ko bench.KubeOptions
+		kube := fs.Bool("kube", false, "also measure the kubernetes backend on the cluster of KUBECONFIG (hack/cluster.sh)")
+		fs.StringVar(&ko.AgentImage, "agent-image", "ghcr.io/langbot-k8s/boxd:0.1.0", "boxd image in the node's containerd (kubernetes rows)")
+		fs.IntVar(&ko.Sessions, "kube-sessions", 16, "sessions of the kubernetes concurrent-execs workload")
+		fs.IntVar(&ko.Execs, "kube-execs", 20, "execs per session there")
 		_ = fs.Parse(os.Args[2:])
 		for _, f := range strings.Split(*concurrent, ",") {
 			if f = strings.TrimSpace(f); f == "" {
@@ -48,6 +53,9 @@ func main() {
 			o.Concurrent = append(o.Concurrent, n)
 		}
 		rep, err := bench.Run(context.Background(), o)
+		if err == nil && *kube {
+			err = bench.RunKube(context.Background(), o, ko, rep)
+		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "boxbench:", err)
 			os.Exit(1)

@@ -21,14 +21,15 @@ type concurrentLoad struct {
 	spec            func(id string, extra map[string]any) map[string]any
 	add             func(workload, way string, d time.Duration)
 	facts           map[string]string
+	prefix          string // of the workload names ("kubernetes: ")
 }
 
 func (l *concurrentLoad) wallName() string {
-	return fmt.Sprintf("%d sessions × %d execs (wall)", l.sessions, l.execs)
+	return fmt.Sprintf("%s%d sessions × %d execs (wall)", l.prefix, l.sessions, l.execs)
 }
 
 func (l *concurrentLoad) execName() string {
-	return fmt.Sprintf("%d sessions × %d execs: one exec", l.sessions, l.execs)
+	return fmt.Sprintf("%s%d sessions × %d execs: one exec", l.prefix, l.sessions, l.execs)
 }
 
 // runRaw does the work through the Engine API.

@@ -66,15 +66,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	raw := &rawAPI{cli: cli, image: o.Image}
-	add := func(wl, way string, d time.Duration) {
-		for i := range rep.Series {
-			if rep.Series[i].Workload == wl && rep.Series[i].Way == way {
-				rep.Series[i].Samples = append(rep.Series[i].Samples, ms(d))
-				return
-			}
-		}
-		rep.Series = append(rep.Series, Series{Workload: wl, Way: way, Samples: []float64{ms(d)}})
-	}
+	add := rep.add
 	spec := func(id string, extra map[string]any) map[string]any {
 		m := map[string]any{"session_id": id, "image": o.Image, "timeout_sec": 60}
 		for k, v := range extra {
@@ -337,7 +329,9 @@ type boxdProc struct {
 	addr string
 }
 
-func startBoxd(ctx context.Context, bin, logFile string) (*boxdProc, error) {
+// startBoxd starts the boxd binary on a free loopback port with extraEnv added to this
+// process's environment, and waits for /readyz.
+func startBoxd(ctx context.Context, bin, logFile string, extraEnv ...string) (*boxdProc, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -348,7 +342,7 @@ func startBoxd(ctx context.Context, bin, logFile string) (*boxdProc, error) {
 	cmd := exec.CommandContext(ctx, bin, "--host", "127.0.0.1", "--ws-control-port", port)
 	// Its own scope: the start-up recovery of other (unscoped) runtimes sharing the engine —
 	// test suites — leaves the benchmark's sandboxes alone, and its own leaves theirs.
-	cmd.Env = append(os.Environ(), "LANGBOT_BOX_CONTROL_TOKEN="+token, fmt.Sprintf("BOXD_SCOPE=bench-%d", os.Getpid()))
+	cmd.Env = append(append(os.Environ(), "LANGBOT_BOX_CONTROL_TOKEN="+token, fmt.Sprintf("BOXD_SCOPE=bench-%d", os.Getpid())), extraEnv...)
 	if logFile != "" {
 		f, err := os.Create(logFile)
 		if err != nil {

@@ -49,7 +49,43 @@ type Report struct {
 	Started time.Time         `json:"started"`
 	Series  []Series          `json:"series"`
 	Facts   map[string]string `json:"facts"`
+	Targets []Target          `json:"targets,omitempty"`
 }
+
+// Target is a goal a measured figure (ms) meets when it is at most Limit.
+type Target struct {
+	Name     string  `json:"name"`
+	Goal     string  `json:"goal"`
+	Measured float64 `json:"measured_ms"`
+	Limit    float64 `json:"limit_ms"`
+}
+
+// Met reports whether the figure is within the limit (a missing figure is not).
+func (t Target) Met() bool { return !math.IsNaN(t.Measured) && t.Measured <= t.Limit }
+
+// add appends one sample to the series of (workload, way), creating it in order.
+func (r *Report) add(workload, way string, d time.Duration) {
+	for i := range r.Series {
+		if r.Series[i].Workload == workload && r.Series[i].Way == way {
+			r.Series[i].Samples = append(r.Series[i].Samples, ms(d))
+			return
+		}
+	}
+	r.Series = append(r.Series, Series{Workload: workload, Way: way, Samples: []float64{ms(d)}})
+}
+
+// stats of the series (workload, way); P50 etc. are NaN when there is none.
+func (r *Report) stats(workload, way string) Stats {
+	for _, s := range r.Series {
+		if s.Workload == workload && s.Way == way {
+			return s.Compute()
+		}
+	}
+	nan := math.NaN()
+	return Stats{Min: nan, P50: nan, P90: nan, P99: nan, Max: nan}
+}
+
+func (r *Report) target(t Target) { r.Targets = append(r.Targets, t) }
 
 // Markdown writes a table per workload with the boxd/raw ratios.
 func (r Report) Markdown(w io.Writer) {
@@ -81,6 +117,17 @@ func (r Report) Markdown(w io.Writer) {
 				st := s.Compute()
 				fmt.Fprintf(w, "%s / raw: p50 %.2fx, p99 %.2fx  \n", s.Way, st.P50/raw.P50, st.P99/raw.P99)
 			}
+		}
+		fmt.Fprintln(w)
+	}
+	if len(r.Targets) > 0 {
+		fmt.Fprintf(w, "### targets\n\n| target | goal | measured (ms) | |\n|---|---|---|---|\n")
+		for _, t := range r.Targets {
+			verdict := "missed"
+			if t.Met() {
+				verdict = "met"
+			}
+			fmt.Fprintf(w, "| %s | %s | %.2f | %s |\n", t.Name, t.Goal, t.Measured, verdict)
 		}
 		fmt.Fprintln(w)
 	}

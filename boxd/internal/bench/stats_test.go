@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 	"time"
 
@@ -32,4 +33,30 @@ func TestMarkdownRatiosForEveryWayAgainstRaw(t *testing.T) {
 		})
 	}
 	assert.Equal(t, 2, bytes.Count(buf.Bytes(), []byte("/ raw:")), "ratios only where a raw series exists")
+}
+
+func TestTargetsAreMetOrMissed(t *testing.T) {
+	rep := Report{Series: []Series{{Workload: "exec", Way: "agent", Samples: []float64{3, 4, 9}}}}
+	cases := []struct {
+		name  string
+		limit float64
+		row   string
+	}{
+		{"within the limit", 5, "| p50 ≤ 5 | ≤ 5 ms | 4.00 | met |\n"},
+		{"at the limit", 4, "| p50 ≤ 4 | ≤ 4 ms | 4.00 | met |\n"},
+		{"over the limit", 3.5, "| p50 ≤ 3.5 | ≤ 3.5 ms | 4.00 | missed |\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := rep
+			r.Targets = nil
+			goal := fmt.Sprintf("≤ %g ms", tc.limit)
+			r.target(Target{Name: "p50 " + goal[:len(goal)-3], Goal: goal, Measured: r.stats("exec", "agent").P50, Limit: tc.limit})
+			var buf bytes.Buffer
+			r.Markdown(&buf)
+			assert.Contains(t, buf.String(), tc.row)
+		})
+	}
+	missing := Target{Name: "no such series", Measured: rep.stats("exec", "nope").P50, Limit: 1e9}
+	assert.False(t, missing.Met(), "a figure that was not measured is never met")
 }
