@@ -122,6 +122,52 @@ annotations:
 {{- define "langbot.boxDocker" -}}
 {{- if and .Values.box.enabled (eq .Values.box.backend "docker") }}true{{ end -}}
 {{- end -}}
+{{- define "langbot.boxKube" -}}
+{{- if and .Values.box.enabled (eq .Values.box.backend "kubernetes") }}true{{ end -}}
+{{- end -}}
+{{/* The backends whose sandboxes see the box root at box.hostRoot, as LangBot does (LangBot's
+     shared-file-system mode: BOX__LOCAL__* are the real paths): docker and kubernetes (boxd). */}}
+{{- define "langbot.boxShared" -}}
+{{- if or (include "langbot.boxDocker" .) (include "langbot.boxKube" .) }}true{{ end -}}
+{{- end -}}
+
+{{/* kubernetes backend ------------------------------------------------------------------ */}}
+{{- define "langbot.boxRootClaim" -}}
+{{- .Values.box.kubernetes.boxRoot.existingClaim | default (printf "%s-root" (include "langbot.componentName" (dict "root" . "component" "box"))) -}}
+{{- end -}}
+{{/* A ReadWriteMany claim can be mounted on every node; any other claim attaches to one node,
+     so langbot, boxd and the sandboxes must share it ("true" = pin to one node). */}}
+{{- define "langbot.boxPinned" -}}
+{{- if not (has "ReadWriteMany" .Values.box.kubernetes.boxRoot.accessModes) }}true{{ end -}}
+{{- end -}}
+{{- define "langbot.boxOwnerConfigMap" -}}
+{{- printf "%s-box-sandboxes" (include "langbot.fullname" .) -}}
+{{- end -}}
+{{/* BOXD_SCOPE. docker: box.docker.scope or "<namespace>.<fullname>". kubernetes: that default
+     as a label value (sandbox Pods carry it as langbot.box/scope): at most 63 characters, so a
+     longer one keeps its first 54 characters (ending alphanumeric) and 8 hex digits of its hash. */}}
+{{- define "langbot.boxScope" -}}
+{{- $default := printf "%s.%s" (include "langbot.namespace" .) (include "langbot.fullname" .) -}}
+{{- if eq .Values.box.backend "kubernetes" -}}
+{{- if le (len $default) 63 -}}
+{{- $default -}}
+{{- else -}}
+{{- printf "%s-%s" (regexReplaceAll "[^A-Za-z0-9]+$" (trunc 54 $default) "") (trunc 8 (sha256sum $default)) -}}
+{{- end -}}
+{{- else -}}
+{{- .Values.box.docker.scope | default $default -}}
+{{- end -}}
+{{- end -}}
+{{/* Labels boxd puts on every sandbox Pod of this release (boxd/internal/kube/pod.go). */}}
+{{- define "langbot.sandboxSelector" -}}
+langbot.box: "true"
+langbot.box/scope: {{ include "langbot.boxScope" . | quote }}
+{{- end -}}
+{{/* Pull secrets of the sandbox Pods: the sandbox image's and the boxd image's (the exec
+     agent's init container), as a JSON list. */}}
+{{- define "langbot.sandboxPullSecrets" -}}
+{{- toJson (concat (.Values.global.imagePullSecrets | default list) (.Values.box.imagePullSecrets | default list) (.Values.box.kubernetes.imagePullSecrets | default list) | uniq) -}}
+{{- end -}}
 
 {{/* Environment from the ConfigMap, used by every component: (dict "root" $ "component" "x").
      config.blockingExecutor reaches the runtimes as LANGBOT_BLOCKING_EXECUTOR_* (read by
@@ -145,11 +191,12 @@ annotations:
 {{- end }}
 {{- end -}}
 
-{{/* Pod-level settings shared by the three components: (dict "root" $ "component" "x" "values" .Values.x) */}}
+{{/* Pod-level settings shared by the three components: (dict "root" $ "component" "x" "values" .Values.x),
+     optionally with "podSecurityContext" and "automountToken" replacing the values' own. */}}
 {{- define "langbot.podCommon" -}}
 {{- $g := .root.Values.global -}}
 serviceAccountName: {{ include "langbot.serviceAccountName" . }}
-automountServiceAccountToken: {{ .values.serviceAccount.automountServiceAccountToken }}
+automountServiceAccountToken: {{ if hasKey . "automountToken" }}{{ .automountToken }}{{ else }}{{ .values.serviceAccount.automountServiceAccountToken }}{{ end }}
 {{- $pullSecrets := concat ($g.imagePullSecrets | default list) (.values.imagePullSecrets | default list) | uniq }}
 {{- with $pullSecrets }}
 imagePullSecrets:
@@ -157,7 +204,7 @@ imagePullSecrets:
   - name: {{ . }}
 {{- end }}
 {{- end }}
-{{- with .values.podSecurityContext }}
+{{- with (ternary .podSecurityContext .values.podSecurityContext (hasKey . "podSecurityContext")) }}
 securityContext:
   {{- toYaml . | nindent 2 }}
 {{- end }}
@@ -274,15 +321,19 @@ checksum/config: {{ include (print .root.Template.BasePath "/configmap.yaml") .r
 {{- define "langbot.managedEnv" -}}
 {{- $box := .Values.box -}}
 {{- $pr := .Values.pluginRuntime -}}
-{{- $docker := include "langbot.boxDocker" . -}}
+{{- $shared := include "langbot.boxShared" . -}}
 {{- $env := list -}}
 {{- $env = append $env (list "PLUGIN__ENABLE" $pr.enabled) -}}
 {{- $env = append $env (list "PLUGIN__RUNTIME_WS_URL" (printf "ws://%s:%d%s" (include "langbot.componentName" (dict "root" . "component" "plugin-runtime")) (int $pr.port) $pr.wsPath)) -}}
 {{- $env = append $env (list "PLUGIN__DISPLAY_PLUGIN_DEBUG_URL" (include "langbot.pluginDebugUrl" .)) -}}
 {{- $env = append $env (list "BOX__ENABLED" $box.enabled) -}}
+{{- /* box.backend reaches boxd in LangBot's box_init. boxd picks its backend once, at start-up,
+       from LANGBOT_BOX_CONFIG, and then accepts only "" or the name of that backend ("local"
+       only for docker: boxd/internal/server/server.go selectBackend), reporting no backend for
+       anything else; so BOX__BACKEND is box.backend itself: docker, kubernetes or e2b. */ -}}
 {{- $env = append $env (list "BOX__BACKEND" (ternary $box.backend "local" $box.enabled)) -}}
 {{- $env = append $env (list "BOX__RUNTIME__ENDPOINT" (ternary (printf "ws://%s:%d" (include "langbot.componentName" (dict "root" . "component" "box")) (int $box.port)) "" $box.enabled)) -}}
-{{- if $docker -}}
+{{- if $shared -}}
 {{- $env = append $env (list "BOX__LOCAL__HOST_ROOT" $box.hostRoot) -}}
 {{- $env = append $env (list "BOX__LOCAL__DEFAULT_WORKSPACE" (include "langbot.boxDefaultWorkspace" .)) -}}
 {{- $env = append $env (list "BOX__LOCAL__SKILLS_ROOT" (include "langbot.boxSkillsRoot" .)) -}}
