@@ -224,8 +224,10 @@ type standinOutcome struct {
 		State  string         `json:"state"`
 		Detail string         `json:"detail"`
 		Exec   map[string]any `json:"exec"`
-		File   string         `json:"file"`
-		Skill  map[string]any `json:"skill"`
+		File      string         `json:"file"`
+		Skill     map[string]any `json:"skill"`
+		WriteBack string         `json:"write_back"`
+		MCP       map[string]any `json:"mcp"`
 	} `json:"box"`
 }
 

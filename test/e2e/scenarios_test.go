@@ -54,6 +54,10 @@ func TestBoxOnRealNode(t *testing.T) {
 	script, err := os.ReadFile(filepath.Join(pkg, "run.sh"))
 	require.NoError(t, err, "the skill package is on the node, under the same absolute path")
 	assert.Equal(t, "echo hello from a skill\n", string(script))
+	// A sandbox command wrote into the workspace and the stand-in read it on its own disk; the
+	// stdio MCP-style process (cat) echoed the initialize line through the relay.
+	assert.True(t, strings.HasPrefix(status.WriteBack, "/app/data/box/default/tenants/ws-"), status.WriteBack)
+	assert.Contains(t, status.MCP["echoed"], `"method":"initialize"`)
 
 	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	require.NoError(t, err)

@@ -16,11 +16,15 @@ type outcomeData struct {
 }
 
 type boxOutcome struct {
-	State    string         `json:"state"` // disabled | pending | ok | failed | e2b (not exercised)
-	Detail   string         `json:"detail,omitempty"`
-	Exec     map[string]any `json:"exec,omitempty"`
-	File     string         `json:"file,omitempty"`
-	Skill    map[string]any `json:"skill,omitempty"`
+	State  string         `json:"state"` // disabled | pending | ok | failed | e2b (not exercised)
+	Detail string         `json:"detail,omitempty"`
+	Exec   map[string]any `json:"exec,omitempty"`
+	File   string         `json:"file,omitempty"`
+	Skill  map[string]any `json:"skill,omitempty"`
+	// WriteBack is the file a sandbox command wrote into the workspace, read on langbot's disk.
+	WriteBack string `json:"write_back,omitempty"`
+	// MCP is the stdio MCP round trip: the line the managed process echoed through the relay.
+	MCP      map[string]any `json:"mcp,omitempty"`
 	Attempts int            `json:"attempts"`
 }
 
