@@ -221,9 +221,9 @@ type standinOutcome struct {
 	Database      map[string]any `json:"database"`
 	PluginRuntime map[string]any `json:"plugin_runtime"`
 	Box           struct {
-		State  string         `json:"state"`
-		Detail string         `json:"detail"`
-		Exec   map[string]any `json:"exec"`
+		State     string         `json:"state"`
+		Detail    string         `json:"detail"`
+		Exec      map[string]any `json:"exec"`
 		File      string         `json:"file"`
 		Skill     map[string]any `json:"skill"`
 		WriteBack string         `json:"write_back"`
