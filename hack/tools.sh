@@ -6,8 +6,11 @@
 #   hack/tools.sh helm            -> path of the helm 3 binary (HELM_VERSION)
 #   hack/tools.sh helm4           -> path of the helm 4 binary (HELM4_VERSION)
 #   hack/tools.sh helm-unittest   -> path of the helm-unittest binary
+#   hack/tools.sh actionlint      -> path of the actionlint binary (ACTIONLINT_VERSION, GitHub workflow linter)
 #   hack/tools.sh all             -> builds every tool
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# The workflow linter of ci/25-release.sh (the other pinned versions are in lib.sh).
+ACTIONLINT_VERSION="v1.7.12"
 
 # helm_kube_minor MODULE@VERSION prints the minor of the k8s.io/client-go that module's own go.mod
 # requires: `go install mod@version` builds with that go.mod, so that is the Kubernetes the SDK
@@ -74,10 +77,24 @@ build_helm_unittest() {
   echo "$dir/helm-unittest"
 }
 
+# actionlint reports its version from the module version in its build info, which `go install
+# mod@version` records, so nothing needs stamping.
+build_actionlint() {
+  local dir="$TOOLS_CACHE/actionlint-$ACTIONLINT_VERSION"
+  if [ ! -x "$dir/actionlint" ]; then
+    log "building actionlint $ACTIONLINT_VERSION (first use on this machine, ~1 min)"
+    mkdir -p "$dir"
+    GOBIN="$dir" GOFLAGS=-buildvcs=false CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
+      "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
+  fi
+  echo "$dir/actionlint"
+}
+
 case "${1:-all}" in
   helm) build_helm ;;
   helm4) build_helm4 ;;
   helm-unittest) build_helm_unittest ;;
-  all) build_helm; build_helm4; build_helm_unittest ;;
-  *) die "unknown tool '$1' (helm, helm4, helm-unittest, all)" ;;
+  actionlint) build_actionlint ;;
+  all) build_helm; build_helm4; build_helm_unittest; build_actionlint ;;
+  *) die "unknown tool '$1' (helm, helm4, helm-unittest, actionlint, all)" ;;
 esac
