@@ -114,6 +114,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			". helm install/upgrade keep them (lookup), but helm template, --dry-run, Argo CD, Flux post-renderers and langbotctl render make NEW ones on every render:"+
 			" a GitOps tool shows a permanent diff and, once one side restarts, the pods hold different tokens (401). For GitOps create the Secrets yourself (README_K8S.md, GitOps).")
 	}
+	rep.Warnings = append(rep.Warnings, backendWarnings(vals, full)...)
 	if rep.PodSecurity, err = invariants.PodSecurityLevels(set); err != nil {
 		return nil, err
 	}

@@ -60,10 +60,16 @@ func All() []Check {
 		{"langbot-present", "the langbot Deployment and its container exist", checkLangBotPresent},
 		{"box-enabled-consistent", "box off => no box objects and BOX__ENABLED=false; box on => BOX__ENABLED=true", checkBoxEnabled},
 		{"box-endpoint", "BOX__RUNTIME__ENDPOINT names the box Service (DNS-1123) and its port", checkBoxEndpoint},
-		{"box-root-same-path", "one absolute box root in the hostPath, both mounts and BOX__LOCAL__HOST_ROOT", checkBoxRoot},
+		{"box-backend-consistent", "LangBot's BOX__BACKEND names the backend boxd runs (LANGBOT_BOX_CONFIG), which boxd requires in box_init", checkBoxBackend},
+		{"box-root-same-path", "one absolute box root: docker = the hostPath, both mounts and BOX__LOCAL__HOST_ROOT; kubernetes = one claim mounted at BOX__LOCAL__HOST_ROOT in langbot and boxd, named in boxd's config", checkBoxRoot},
 		{"box-root-allowed", "the box root lies inside BOX__LOCAL__ALLOWED_MOUNT_ROOTS", checkBoxRootAllowed},
-		{"box-affinity", "the box podAffinity selector matches langbot's pod labels on the same host", checkBoxAffinity},
+		{"box-affinity", "docker, and kubernetes with a claim that is not ReadWriteMany: the box podAffinity selects langbot's pods on the same host, and boxd pins sandboxes exactly then", checkBoxAffinity},
 		{"box-e2b-no-host-access", "e2b backend => no hostPath and no Docker socket", checkE2B},
+		{"box-kubernetes-no-host-access", "kubernetes backend => no hostPath, no container engine socket, no DOCKER_HOST", checkKubeNoHostAccess},
+		{"box-kubernetes-config", "kubernetes backend: sandboxes in boxd's namespace, owned by a ConfigMap of the release, the agent from boxd's image, boxd's and the global pull secrets, BOXD_NODE_NAME when pinned", checkKubeConfig},
+		{"box-rbac", "kubernetes backend: boxd's own ServiceAccount with its token, a Role of its namespace granting exactly pods, pods/exec and its owner ConfigMap, nothing cluster-wide", checkKubeRBAC},
+		{"box-sandbox-networkpolicy", "kubernetes backend: sandbox Pods isolated both ways, egress only with network=on and never to private ranges, metadata or loopback (DNS excepted)", checkSandboxPolicies},
+		{"box-pod-security", "kubernetes backend: boxd at Pod Security restricted, langbot at most baseline", checkKubePodSecurity},
 		{"control-tokens", "both ends of each control token read the same Secret key", checkTokens},
 		{"image-tags", "no image uses `latest` or no tag", checkImages},
 		{"secret-refs", "every secretKeyRef names a Secret and a key; LangBot's secrets never as plain env or ConfigMap data", checkSecretRefs},
@@ -205,12 +211,16 @@ func checkBoxEndpoint(r *Release) []Finding {
 	return out
 }
 
-// boxDocker reports whether the box runs the docker backend (it mounts the socket).
+// boxDocker reports whether the box runs the docker backend (it mounts the socket, or LangBot
+// is told docker).
 func boxDocker(r *Release) bool {
-	return r.Box != nil && manifest.Volume(&r.Box.Spec.Template.Spec, socketVolume) != nil
+	return r.Box != nil && !boxKube(r) && (manifest.Volume(&r.Box.Spec.Template.Spec, socketVolume) != nil || boxBackend(r) == "docker")
 }
 
 func checkBoxRoot(r *Release) []Finding {
+	if boxKube(r) {
+		return checkKubeBoxRoot(r)
+	}
 	if !boxDocker(r) || r.LangBot == nil {
 		return nil
 	}
@@ -257,7 +267,7 @@ func within(p, root string) bool {
 }
 
 func checkBoxRootAllowed(r *Release) []Finding {
-	if !boxDocker(r) {
+	if !boxDocker(r) && !boxKube(r) {
 		return nil
 	}
 	hr, _ := envValue(r.LangBot, langbotName, envHostRoot)
@@ -271,24 +281,19 @@ func checkBoxRootAllowed(r *Release) []Finding {
 }
 
 func checkBoxAffinity(r *Release) []Finding {
+	if boxKube(r) {
+		return checkKubeAffinity(r)
+	}
 	if !boxDocker(r) || r.LangBot == nil {
 		return nil
 	}
-	const name = "box-affinity"
-	aff := r.Box.Spec.Template.Spec.Affinity
-	if aff == nil || aff.PodAffinity == nil {
-		return []Finding{find(name, objName(r.Box), "no podAffinity: the box may land on another node than langbot and the shared hostPath would differ")}
-	}
-	for _, term := range aff.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
-		sel, err := metav1.LabelSelectorAsSelector(term.LabelSelector)
-		if err != nil {
-			return []Finding{find(name, objName(r.Box), "invalid podAffinity selector: %v", err)}
+	if f := requiredAffinityToLangBot(r, "box-affinity"); f != nil {
+		if strings.HasPrefix(f.Message, "no podAffinity") {
+			f.Message += " and the shared hostPath would differ"
 		}
-		if term.TopologyKey == corev1.LabelHostname && sel.Matches(labels.Set(r.LangBot.Spec.Template.Labels)) {
-			return nil
-		}
+		return []Finding{*f}
 	}
-	return []Finding{find(name, objName(r.Box), "no required podAffinity term with topologyKey %s selects langbot's pod labels %v", corev1.LabelHostname, r.LangBot.Spec.Template.Labels)}
+	return nil
 }
 
 func checkE2B(r *Release) []Finding {

@@ -488,6 +488,9 @@ func checkE2BTemplate(r *Release) []Finding {
 }
 
 func checkBoxScope(r *Release) []Finding {
+	if boxKube(r) {
+		return checkKubeScope(r)
+	}
 	if !boxDocker(r) || r.Values == nil || r.valueString("box.docker.scope") != "" {
 		return nil
 	}

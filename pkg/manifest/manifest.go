@@ -13,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -182,6 +183,30 @@ func (s *Set) ConfigMaps() map[string]*corev1.ConfigMap { return named[*corev1.C
 // NetworkPolicies returns every NetworkPolicy.
 func (s *Set) NetworkPolicies() []*networkingv1.NetworkPolicy {
 	return typed[*networkingv1.NetworkPolicy](s)
+}
+
+// PersistentVolumeClaims returns the claims by name.
+func (s *Set) PersistentVolumeClaims() map[string]*corev1.PersistentVolumeClaim {
+	return named[*corev1.PersistentVolumeClaim](s)
+}
+
+// ServiceAccounts returns the ServiceAccounts by name.
+func (s *Set) ServiceAccounts() map[string]*corev1.ServiceAccount {
+	return named[*corev1.ServiceAccount](s)
+}
+
+// Roles returns the Roles by name.
+func (s *Set) Roles() map[string]*rbacv1.Role { return named[*rbacv1.Role](s) }
+
+// RoleBindings returns every RoleBinding.
+func (s *Set) RoleBindings() []*rbacv1.RoleBinding { return typed[*rbacv1.RoleBinding](s) }
+
+// ClusterRoles returns every ClusterRole.
+func (s *Set) ClusterRoles() []*rbacv1.ClusterRole { return typed[*rbacv1.ClusterRole](s) }
+
+// ClusterRoleBindings returns every ClusterRoleBinding.
+func (s *Set) ClusterRoleBindings() []*rbacv1.ClusterRoleBinding {
+	return typed[*rbacv1.ClusterRoleBinding](s)
 }
 
 // Unstructured returns the objects of a kind the scheme does not know (e.g. ServiceMonitor).
