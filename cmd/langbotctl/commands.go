@@ -91,6 +91,9 @@ func runExplain(ctx context.Context, f *flags, stdout, stderr io.Writer) int {
 			return 3 // a pod would stay Pending
 		}
 	}
+	if sb := ex.Sandboxes; sb != nil && sb.Schedulable != nil && !*sb.Schedulable {
+		return 3 // every sandbox Pod would stay Pending
+	}
 	return 0
 }
 
@@ -111,6 +114,16 @@ func printExplain(w io.Writer, ex *explain.Report, withNodes bool) {
 				fmt.Fprintf(w, "  %-15s   -> schedulable on: %s\n", "", strings.Join(c.Nodes, ", "))
 			} else {
 				fmt.Fprintf(w, "  %-15s   -> PENDING: %s\n", "", c.Pending)
+			}
+		}
+	}
+	if sb := ex.Sandboxes; sb != nil {
+		fmt.Fprintf(w, "  %-15s %s\n", "sandboxes", sb.Pool)
+		if withNodes {
+			if sb.Schedulable != nil && *sb.Schedulable {
+				fmt.Fprintf(w, "  %-15s   -> schedulable on: %s\n", "", strings.Join(sb.Nodes, ", "))
+			} else {
+				fmt.Fprintf(w, "  %-15s   -> PENDING: %s\n", "", sb.Pending)
 			}
 		}
 	}

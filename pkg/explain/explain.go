@@ -42,10 +42,28 @@ type Exposure struct {
 	Detail string `json:"detail"`
 }
 
+// Sandboxes is where the sandbox Pods of the kubernetes backend may land. boxd creates them,
+// so they are not in the render: their placement comes from boxd's configuration
+// (LANGBOT_BOX_CONFIG) and, with a claim that is not ReadWriteMany, from where boxd lands.
+type Sandboxes struct {
+	Namespace    string            `json:"namespace"`
+	Claim        string            `json:"boxRootClaim"`
+	PinnedToNode bool              `json:"pinnedToBoxdNode"` // the claim attaches to one node
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+	Tolerations  []string          `json:"tolerations,omitempty"`
+	RuntimeClass string            `json:"runtimeClassName,omitempty"`
+	Pool         string            `json:"pool"`
+	Schedulable  *bool             `json:"schedulable,omitempty"`
+	Nodes        []string          `json:"nodes,omitempty"`
+	Pending      string            `json:"pending,omitempty"`
+}
+
 // Report is the whole explanation.
 type Report struct {
 	Components []Component `json:"components"`
-	Exposures  []Exposure  `json:"exposures"`
+	// Sandboxes is set for the kubernetes backend.
+	Sandboxes *Sandboxes `json:"sandboxes,omitempty"`
+	Exposures []Exposure `json:"exposures"`
 }
 
 // Explain builds the report. nodes may be nil (no scheduling prediction).
@@ -99,8 +117,80 @@ func Explain(set *manifest.Set, nodes []corev1.Node) (*Report, error) {
 	for _, n := range names {
 		rep.Components = append(rep.Components, out[n])
 	}
+	if box := byComponent["box"]; box != nil {
+		cfg, err := invariants.ParseBoxConfig(box)
+		if err != nil {
+			return nil, fmt.Errorf("read boxd's configuration: %w", err)
+		}
+		if cfg != nil && cfg.Kubernetes != nil {
+			boxNodes, boxPending := []string(nil), ""
+			for _, c := range out {
+				if c.Component == "box" {
+					boxNodes, boxPending = c.Nodes, c.Pending
+				}
+			}
+			rep.Sandboxes = sandboxes(cfg.Kubernetes, nodes, boxNodes, boxPending)
+		}
+	}
 	rep.Exposures = exposures(set)
 	return rep, nil
+}
+
+// sandboxes explains the placement of the sandbox Pods; with nodes it predicts it like the
+// other pods' (boxNodes are the box's candidates, where pinned sandboxes must also fit).
+func sandboxes(k *invariants.KubeConfig, nodes []corev1.Node, boxNodes []string, boxPending string) *Sandboxes {
+	sb := &Sandboxes{Namespace: k.Namespace, Claim: k.BoxRoot.ClaimName, PinnedToNode: k.BoxRoot.PinToNode,
+		NodeSelector: k.NodeSelector, Tolerations: tolerationStrings(k.Tolerations), RuntimeClass: k.RuntimeClassName}
+	where := poolSummary(Component{NodeSelector: sb.NodeSelector, Tolerations: sb.Tolerations})
+	if sb.PinnedToNode {
+		sb.Pool = fmt.Sprintf("only the node boxd runs on (the box root claim %s is not ReadWriteMany: it attaches to one node)", sb.Claim)
+		if len(sb.NodeSelector) > 0 || len(sb.Tolerations) > 0 {
+			sb.Pool += "; that node must also fit the sandboxes: " + where
+		}
+	} else {
+		sb.Pool = fmt.Sprintf("%s (the box root claim %s is ReadWriteMany: sandboxes spread over them)", where, sb.Claim)
+	}
+	if sb.RuntimeClass != "" {
+		sb.Pool += fmt.Sprintf("; RuntimeClass %s (its handler must be installed on those nodes)", sb.RuntimeClass)
+	}
+	if nodes == nil {
+		return sb
+	}
+	spec := &corev1.PodSpec{NodeSelector: k.NodeSelector, Tolerations: k.Tolerations}
+	var fits []string
+	reasons := map[string]int{}
+	onBoxNode := map[string]bool{}
+	for _, n := range boxNodes {
+		onBoxNode[n] = true
+	}
+	for _, n := range nodes {
+		if r := misfit(spec, &n); r != "" {
+			reasons[r]++
+			continue
+		}
+		if sb.PinnedToNode && !onBoxNode[n.Name] {
+			reasons["were not boxd's node (the ReadWriteOnce box root is attached there)"]++
+			continue
+		}
+		fits = append(fits, n.Name)
+	}
+	ok := len(fits) > 0
+	sb.Schedulable, sb.Nodes = &ok, fits
+	if !ok {
+		var rs []string
+		for r, n := range reasons {
+			rs = append(rs, fmt.Sprintf("%d node(s) %s", n, r))
+		}
+		sort.Strings(rs)
+		if len(nodes) == 0 {
+			rs = []string{"no nodes"}
+		}
+		sb.Pending = fmt.Sprintf("0/%d nodes are available: %s", len(nodes), strings.Join(rs, ", "))
+		if sb.PinnedToNode && len(boxNodes) == 0 && boxPending != "" {
+			sb.Pending = "boxd itself cannot be scheduled (" + boxPending + "), and the sandboxes run on its node"
+		}
+	}
+	return sb
 }
 
 func affinityTarget(d *appsv1.Deployment, byComponent map[string]*appsv1.Deployment) string {
