@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/langbot-k8s/langbot-k8s/pkg/manifest"
 	"github.com/langbot-k8s/langbot-k8s/pkg/render"
 	"github.com/langbot-k8s/langbot-k8s/pkg/values"
 )
@@ -71,6 +72,29 @@ func TestScenarioExpectations(t *testing.T) {
 			assert.Contains(t, rep.Rendered.Manifest, "value: \"e2b\"")
 			assert.Contains(t, rep.Rendered.Manifest, `"langbot_plugin.cli.__init__", "box"`, "e2b runs the upstream `lbp box`")
 			assert.Contains(t, rep.Rendered.Manifest, "image: docker.io/rockchin/langbot:v4.10.8")
+		}},
+		{"box-kubernetes", func(t *testing.T, rep *Report) {
+			for _, c := range []string{"langbot", "box"} {
+				d := rep.Set.Component(c)
+				require.NotNil(t, d)
+				v := manifest.Volume(&d.Spec.Template.Spec, "box-root")
+				require.NotNil(t, v, c)
+				require.NotNil(t, v.PersistentVolumeClaim, "%s mounts the box root claim", c)
+				assert.Equal(t, "langbot-box-root", v.PersistentVolumeClaim.ClaimName)
+				for _, vol := range d.Spec.Template.Spec.Volumes {
+					assert.Nil(t, vol.HostPath, "%s volume %s", c, vol.Name)
+				}
+			}
+			require.Contains(t, rep.Set.PersistentVolumeClaims(), "langbot-box-root")
+			assert.Equal(t, "5Gi", rep.Set.PersistentVolumeClaims()["langbot-box-root"].Spec.Resources.Requests.Storage().String())
+			assert.Equal(t, 2, strings.Count(rep.Rendered.Manifest, "kind: NetworkPolicy"), "the sandbox policies, with networkPolicy.enabled=false")
+			levels := map[string]string{}
+			for _, p := range rep.PodSecurity {
+				levels[p.Object] = p.Level
+			}
+			assert.Equal(t, "restricted", levels["Deployment/langbot-box"])
+			assert.Equal(t, "baseline", levels["Deployment/langbot"])
+			assert.Contains(t, rep.Rendered.Notes, "Sandboxes are Pods in namespace default")
 		}},
 		{"podman-socket", func(t *testing.T, rep *Report) {
 			assert.Contains(t, rep.Rendered.Manifest, "path: /run/podman/podman.sock\n            type: Socket")
