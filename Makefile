@@ -66,6 +66,15 @@ image-digest: ## pin the boxd index digest in Chart.yaml's artifacthub.io/images
 test-release: ## release artifacts against a real OCI registry: multi-arch boxd index, signed OCI chart (both helms)
 	bash ci/25-release.sh
 
+# The release workflow (.github/workflows/release.yaml) runs these; so does ci/25-release.sh.
+.PHONY: release-check release-notes release-digest
+release-check: ## refuse TAG=v<version> unless it releases the chart and CHANGELOG.md has its entry
+	@bash hack/release.sh check "$(TAG)"
+release-notes: ## print the CHANGELOG.md entry of VERSION=<chart version> (a GitHub release's body)
+	@bash hack/release.sh notes "$(VERSION)"
+release-digest: ## re-pin the boxd index digest as image-digest does; fail if the committed pin differs
+	bash hack/release.sh digest
+
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	bash hack/fuzz.sh $(FUZZTIME)
