@@ -1,6 +1,8 @@
 package wsync
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -8,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,6 +70,9 @@ func newEnv(t testing.TB, mounts []mountSpec, opts Options) *env {
 		opts.Now = func() time.Time { return e.now }
 	}
 	opts.NoFsync = true
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	s, err := NewSession(e.trees, opts)
 	require.NoError(t, err)
 	t.Cleanup(s.Close)
@@ -143,7 +149,7 @@ func (e *env) pull() *Report {
 
 // h and s name a path on the host side (under the tree directory) and in the sandbox.
 func (e *env) h(tree, rel string) string { return filepath.Join(e.host, tree, rel) }
-func (e *env) s(abs string) string      { return filepath.Join(e.sandbox, abs) }
+func (e *env) s(abs string) string       { return filepath.Join(e.sandbox, abs) }
 
 func write(t testing.TB, p, content string, mode os.FileMode) {
 	t.Helper()
@@ -226,3 +232,5 @@ func stagingLeft(t testing.TB, dir string) []string {
 	})
 	return left
 }
+
+func bufioReader(b []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(b)) }
