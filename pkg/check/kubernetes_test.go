@@ -99,6 +99,10 @@ func TestKubernetesCrossFieldRules(t *testing.T) {
 			[]string{"box.podSecurityContext runs boxd as root", "remove runAsUser/runAsNonRoot"}},
 		{"Role on the default ServiceAccount", kubeSet("box.serviceAccount.create=false"),
 			[]string{"box.serviceAccount.create=false", "default ServiceAccount"}},
+		{"allowed mount root outside the claim", kubeSet("box.allowedMountRoots={/app/data/box,/tmp}"),
+			[]string{`box.allowedMountRoots contains "/tmp", which is not box.hostRoot="/app/data/box" or under it`, `remove "/tmp" from box.allowedMountRoots`}},
+		{"allowed mount root above the claim", kubeSet("box.allowedMountRoots={/app/data}"),
+			[]string{`box.allowedMountRoots contains "/app/data"`}},
 		{"blocked mount path", kubeSet("box.hostRoot=/var/run/box"),
 			[]string{`box.hostRoot="/var/run/box"`, "/var/run"}},
 	}
@@ -124,6 +128,8 @@ func TestKubernetesGoodValuesAccepted(t *testing.T) {
 		kubeSet("box.nodeSelector.pool=box", "langbot.nodeSelector.pool=box", "box.kubernetes.nodeSelector.pool=box"),
 		kubeSet("global.nodeSelector.pool=box", "box.kubernetes.nodeSelector.pool=box"),
 		kubeSet("box.kubernetes.boxRoot.existingClaim=mine"),
+		kubeSet("box.allowedMountRoots={/app/data/box}"),
+		kubeSet("box.allowedMountRoots={/app/data/box,/app/data/box/shared}"),
 		kubeSet("box.podSecurityContext.runAsUser=1000", "box.podSecurityContext.fsGroup=1000"),
 		kubeSet("box.serviceAccount.create=false", "box.serviceAccount.name=boxd"),
 	} {
