@@ -62,6 +62,12 @@ func reconcile(ctx context.Context, cs kubernetes.Interface, root string, log *s
 		if err := os.MkdirAll(dir, 0o777); err != nil {
 			return fmt.Errorf("create %s: %w", dir, err)
 		}
+		// The kubelet applies a Pod's fsGroup to CSI and block volumes, never to hostPath ones:
+		// world-writable stands in for that, so a non-root pod (boxd, uid 65532 with fsGroup)
+		// can write its claim here as it can on a cluster's real storage. The umask made it 0755.
+		if err := os.Chmod(dir, 0o777); err != nil {
+			return fmt.Errorf("open %s to the claim's non-root users: %w", dir, err)
+		}
 		hpType := corev1.HostPathDirectoryOrCreate
 		pv := &corev1.PersistentVolume{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"lbk.dev/provisioned": "true"}},
