@@ -44,6 +44,7 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		os.Setenv(kubeConfigEnv, cfg)
+		os.Setenv(kubeNamespaceEnv, env.Namespace)
 	}
 	code := m.Run()
 	if env != nil {

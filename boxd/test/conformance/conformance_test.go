@@ -171,13 +171,13 @@ func testExecThroughWorkspace(t *testing.T, p execPath) {
 	assert.Equal(t, sid, info["session_id"])
 	name := info["backend_session_id"].(string)
 	assert.True(t, strings.HasPrefix(name, "langbot-box-ws-"), name)
-	ins, err := dockerClient(t).ContainerInspect(context.Background(), name)
-	require.NoError(t, err)
-	assert.Equal(t, "true", ins.Config.Labels["langbot.box"])
-	assert.Equal(t, "none", string(ins.HostConfig.NetworkMode))
-	assert.Equal(t, []string{"ALL"}, []string(ins.HostConfig.CapDrop))
-	assert.Equal(t, int64(512)<<20, ins.HostConfig.Memory)
-	assert.True(t, ins.HostConfig.ReadonlyRootfs)
+	ins, ok := inspectSandbox(t, name)
+	require.True(t, ok, "sandbox %s exists", name)
+	assert.Equal(t, "true", ins.Labels["langbot.box"])
+	assert.True(t, ins.NetworkOff, "network off")
+	assert.True(t, ins.CapDropAll, "every capability dropped")
+	assert.Equal(t, int64(512)<<20, ins.MemoryBytes)
+	assert.True(t, ins.ReadOnlyRoot)
 
 	// The same id with another memory size conflicts (§8.1), naming the existing value.
 	r2 := c.call("box_create_session", with(map[string]any{"memory_mb": 256}), ctx1)
@@ -196,8 +196,8 @@ func testExecThroughWorkspace(t *testing.T, p execPath) {
 	c.ok("box_exec", with(nil), ctx1)
 	del := c.ok("box_delete_session", map[string]any{"session_id": sid}, ctx1)
 	assert.Equal(t, sid, del["deleted"])
-	_, err = dockerClient(t).ContainerInspect(context.Background(), name)
-	assert.Error(t, err, "the container is removed")
+	_, exists := inspectSandbox(t, name)
+	assert.False(t, exists, "the sandbox is removed")
 }
 
 func TestBlockedMountAndCapacity(t *testing.T) {

@@ -55,7 +55,7 @@ func startBoxdWith(t *testing.T, mut func(o *runtime.Options)) *boxd {
 	done := make(chan error, 1)
 	top, _, _ := strings.Cut(t.Name(), "/")
 	o := runtime.Options{Host: "127.0.0.1", Port: 0, Token: token, Scope: "conformance-" + top,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Ready: func(a string) { ready <- a },
+		Logger: testLogger(), Ready: func(a string) { ready <- a },
 		ConfigJSON: os.Getenv(kubeConfigEnv)}
 	if mut != nil {
 		mut(&o)
@@ -77,6 +77,14 @@ func startBoxdWith(t *testing.T, mut func(o *runtime.Options)) *boxd {
 	}}
 	t.Cleanup(b.stop)
 	return b
+}
+
+// testLogger discards boxd's log unless BOXD_TEST_LOG=1 (then it goes to stderr).
+func testLogger() *slog.Logger {
+	if os.Getenv("BOXD_TEST_LOG") == "1" {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
 // conn is a LangBot-like RPC client.
@@ -142,7 +150,13 @@ func (c *conn) ok(action string, data any, context map[string]any) map[string]an
 
 func (c *conn) init(t *testing.T, extra map[string]any) string {
 	root := t.TempDir()
-	cfg := map[string]any{"backend": "local", "local": map[string]any{"host_root": root, "allowed_mount_roots": []string{root}}}
+	// LangBot sends its box.backend: "local" (its default) with Docker, "kubernetes" as the
+	// chart sets it for that backend (boxd refuses "local" there: it is no local runtime).
+	be := "local"
+	if onKube() {
+		be = backendName()
+	}
+	cfg := map[string]any{"backend": be, "local": map[string]any{"host_root": root, "allowed_mount_roots": []string{root}}}
 	for k, v := range extra {
 		cfg[k] = v
 	}

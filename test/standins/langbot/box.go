@@ -144,7 +144,13 @@ func roundTrip(ctx context.Context, cfg config) (roundResult, error) {
 	roots := strings.Split(os.Getenv("BOX__LOCAL__ALLOWED_MOUNT_ROOTS"), ",")
 	local := map[string]any{"host_root": os.Getenv("BOX__LOCAL__HOST_ROOT"), "default_workspace": os.Getenv("BOX__LOCAL__DEFAULT_WORKSPACE"),
 		"skills_root": os.Getenv("BOX__LOCAL__SKILLS_ROOT"), "allowed_mount_roots": roots}
-	if _, err := call("box_init", map[string]any{"enabled": true, "backend": "local", "local": local,
+	// pkg/box/connector.py sends its whole box section (minus runtime) in box_init, backend
+	// included: BOX__BACKEND as the chart sets it (LangBot's template default is "local").
+	backend := os.Getenv("BOX__BACKEND")
+	if backend == "" {
+		backend = "local"
+	}
+	if _, err := call("box_init", map[string]any{"enabled": true, "backend": backend, "local": local,
 		"docker": map[string]any{"cpu_limit_enabled": os.Getenv("BOX__DOCKER__CPU_LIMIT_ENABLED") != "false"}}, false); err != nil {
 		return none, err
 	}
