@@ -118,7 +118,12 @@ func (e *env) dialWith(ctx context.Context, end func(context.Context, io.Reader,
 		rspW.Close()
 		done <- err
 	}()
-	return &Conn{Stdin: countingWriter{reqW, &e.reqBytes, e}, Stdout: rspR, Wait: func() error { return <-done }}, nil
+	return &Conn{Stdin: countingWriter{reqW, &e.reqBytes, e}, Stdout: rspR, Done: func(failed bool) error {
+		if failed {
+			rspR.CloseWithError(errExited) // what killing the command does to its stdout
+		}
+		return <-done
+	}}, nil
 }
 
 func (e *env) counters() (dials int, req, rsp int64) {

@@ -44,10 +44,10 @@ type Conn struct {
 	Stdin io.WriteCloser
 	// Stdout carries the response.
 	Stdout io.Reader
-	// Wait, if set, is called after the exchange (successful or not): it waits for the
-	// sandbox end to exit (and kills it if it does not). Its error is returned only when the
-	// exchange itself did not fail.
-	Wait func() error
+	// Done, if set, is called once after the exchange. failed: the exchange failed and
+	// boxd stopped reading, so the sandbox end may be blocked writing: end it (kill the
+	// command). Otherwise wait for it to exit; its error is then the exchange's.
+	Done func(failed bool) error
 }
 
 // Dialer starts the sandbox end for one exchange. Push calls it only when there is
@@ -443,9 +443,9 @@ func firstErr(errs ...error) error {
 // finish ends an exchange: Stdin closed, Wait called; err is the exchange's outcome.
 func (s *Session) finish(conn *Conn, err error) error {
 	_ = conn.Stdin.Close()
-	if conn.Wait != nil {
-		if werr := conn.Wait(); werr != nil && err == nil {
-			err = fmt.Errorf("the sandbox end failed: %w", werr)
+	if conn.Done != nil {
+		if derr := conn.Done(err != nil); derr != nil && err == nil {
+			err = fmt.Errorf("the sandbox end failed: %w", derr)
 		}
 	}
 	return err

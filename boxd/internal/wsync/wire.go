@@ -125,9 +125,13 @@ func readFrame(r io.Reader, v any) error {
 	if size > maxFrame {
 		return invalidf("frame of %d bytes (limit %d)", size, maxFrame)
 	}
-	b := make([]byte, size)
-	if _, err := io.ReadFull(r, b); err != nil {
+	// Read as the bytes arrive: a length alone does not make the reader allocate it.
+	b, err := io.ReadAll(io.LimitReader(r, int64(size)))
+	if err != nil {
 		return fmt.Errorf("read frame: %w", err)
+	}
+	if len(b) != int(size) {
+		return fmt.Errorf("read frame: %w", io.ErrUnexpectedEOF)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
