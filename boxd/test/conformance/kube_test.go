@@ -26,11 +26,11 @@ import (
 const BackendEnv = "BOXD_TEST_BACKEND"
 
 // kubeSkipped are the tests that read or drive the Docker Engine directly (containers made or
-// inspected through the Engine API, the engine stopped and started); ci/40-e2e.sh passes them
+// inspected through the Engine API, the engine stopped and started, its socket); ci/40-e2e.sh passes them
 // to `go test -skip` on the kubernetes backend. The kubernetes backend's own integration suite
 // (boxd/internal/kube, -tags integration_kube) covers the same behaviour with Pods: restart
 // re-adoption, out-of-band deletion.
-const kubeSkipped = "^(TestAdmissionGrantEnforced|TestExecRecreatesAGoneSandbox|TestRestartKeepsPersistentAndRemovesOrphans|TestOrphansAreRemovedWhenTheEngineComesBack|TestMountSwapRace|TestSandboxActionsNeedBoxInit|TestSandboxUser)$"
+const kubeSkipped = "^(TestAdmissionGrantEnforced|TestExecRecreatesAGoneSandbox|TestRestartKeepsPersistentAndRemovesOrphans|TestOrphansAreRemovedWhenTheEngineComesBack|TestMountSwapRace|TestSandboxActionsNeedBoxInit|TestSandboxUser|TestEngineSocketNotMountable)$"
 
 // kubeConfigEnv carries the LANGBOT_BOX_CONFIG that TestMain made for the cluster to every
 // in-process boxd (unset on Docker).

@@ -31,6 +31,9 @@ func TestStdioControl(t *testing.T) {
 
 	cmd := exec.Command(bin, "-s", "--host", "127.0.0.1", "--ws-control-port", "0")
 	cmd.Env = append(os.Environ(), "LANGBOT_BOX_TRUSTED_INSTANCE_UUID="+instance, "LANGBOT_BOX_CONTROL_TOKEN="+token)
+	if cfg := os.Getenv(kubeConfigEnv); cfg != "" { // the kubernetes backend's start-up configuration
+		cmd.Env = append(cmd.Env, "LANGBOT_BOX_CONFIG="+cfg)
+	}
 	stdin, err := cmd.StdinPipe()
 	require.NoError(t, err)
 	stdout, err := cmd.StdoutPipe()
