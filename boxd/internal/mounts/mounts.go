@@ -227,6 +227,18 @@ func (ss Sources) Targets() []string {
 	return out
 }
 
+// OpenDir opens the prepared source directory for reading through the handle Prepare holds,
+// not by its path: it is the directory validated whatever was renamed or swapped since (a
+// backend that copies files instead of bind-mounting them, internal/wsync, works in it).
+// The caller closes the result; a source that is a regular file is refused.
+func (s Source) OpenDir() (*os.File, error) {
+	fd, err := unix.Openat(s.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open host_path %s: %w", s.HostPath, err)
+	}
+	return os.NewFile(uintptr(fd), s.HostPath), nil
+}
+
 // Close releases the handles.
 func (ss Sources) Close() {
 	for _, s := range ss {

@@ -247,3 +247,32 @@ func TestSpecWants(t *testing.T) {
 		"the workspace first and created; extra mounts of mode none left out")
 	assert.Equal(t, []Want{{Mount: extra[0]}}, SpecWants(backend.SessionSpec{HostPath: "/r/ws", HostPathMode: backend.MountNone, ExtraMounts: extra}))
 }
+
+// OpenDir reaches the directory Prepare validated through its handle: after the path is
+// swapped for a symlink to elsewhere, what it lists is still the validated directory.
+func TestSourceOpenDirUsesTheValidatedDirectory(t *testing.T) {
+	l := newLayout(t)
+	pol := Policy{Roots: []string{l.realRoot}}
+	dir := filepath.Join(filepath.Dir(l.ws), "opendir")
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "validated"), nil, 0o644))
+	srcs, err := Prepare([]Want{{Mount: backend.Mount{HostPath: dir, MountPath: "/workspace", Mode: backend.MountRW}}}, pol)
+	require.NoError(t, err)
+	defer srcs.Close()
+	require.NoError(t, os.Rename(dir, dir+".moved"))
+	require.NoError(t, os.Symlink(l.outside, dir))
+	d, err := srcs[0].OpenDir()
+	require.NoError(t, err)
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"validated"}, names)
+
+	file := filepath.Join(filepath.Dir(l.ws), "plain")
+	require.NoError(t, os.WriteFile(file, nil, 0o644))
+	fsrcs, err := Prepare([]Want{{Mount: backend.Mount{HostPath: file, MountPath: "/x", Mode: backend.MountRO}}}, pol)
+	require.NoError(t, err)
+	defer fsrcs.Close()
+	_, err = fsrcs[0].OpenDir()
+	assert.ErrorContains(t, err, "open host_path "+file)
+}
