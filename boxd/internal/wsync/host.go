@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/backend"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/mounts"
 )
 
 // Tree is one mount of a session as boxd's side sees it.
@@ -671,4 +672,24 @@ func (s *Session) logReport(rep *Report) {
 		return
 	}
 	s.log.Debug("workspace sync", attrs...)
+}
+
+// TreesOf opens the directories of prepared mounts (mounts.Prepare of mounts.SpecWants:
+// validated, the workspace created, nothing followed through a symlink) as the Trees of a
+// Session. Call done after NewSession (which keeps its own handles) to close them.
+func TreesOf(ss mounts.Sources) (trees []Tree, done func(), err error) {
+	done = func() {
+		for _, t := range trees {
+			t.Dir.Close()
+		}
+	}
+	for _, s := range ss {
+		d, err := s.OpenDir()
+		if err != nil {
+			done()
+			return nil, func() {}, err
+		}
+		trees = append(trees, Tree{HostPath: s.HostPath, MountPath: s.MountPath, Mode: s.Mode, Dir: d})
+	}
+	return trees, done, nil
 }

@@ -9,6 +9,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/backend"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/mounts"
 )
 
 // The first push mirrors every tree into the sandbox (files, directories, symlinks, modes,
@@ -368,4 +371,34 @@ func TestReplacedSandboxGetsEverything(t *testing.T) {
 	assert.True(t, rep.Trees[0].Reset)
 	assert.Equal(t, "a", read(t, e.h("ws", "a")))
 	assert.Equal(t, "B", read(t, e.h("ws", "b")))
+}
+
+// The integration's path: the spec's mounts validated and opened by internal/mounts (the
+// workspace created), then synced; a host_path outside the allowed roots never gets here.
+func TestTreesFromPreparedMounts(t *testing.T) {
+	root := t.TempDir()
+	skill := filepath.Join(root, "skills", "tenants", "ns", "demo")
+	write(t, filepath.Join(skill, "SKILL.md"), "s", 0o644)
+	spec := backend.SessionSpec{HostPath: filepath.Join(root, "default", "tenants", "ns"), HostPathMode: backend.MountRW, MountPath: "/workspace",
+		ExtraMounts: []backend.Mount{{HostPath: skill, MountPath: "/workspace/.skills/demo", Mode: backend.MountRW}}}
+	srcs, err := mounts.Prepare(mounts.SpecWants(spec), mounts.Policy{Roots: []string{root}, HostRoot: root})
+	require.NoError(t, err)
+	defer srcs.Close()
+	trees, done, err := TreesOf(srcs)
+	require.NoError(t, err)
+	s, err := NewSession(trees, Options{NoFsync: true})
+	done()
+	require.NoError(t, err)
+	defer s.Close()
+	e := &env{t: t, sandbox: t.TempDir(), sess: s}
+	write(t, filepath.Join(spec.HostPath, "a.txt"), "a", 0o644)
+	e.push()
+	assert.Equal(t, "a", read(t, e.s("/workspace/a.txt")))
+	assert.Equal(t, "s", read(t, e.s("/workspace/.skills/demo/SKILL.md")))
+	write(t, e.s("/workspace/.skills/demo/out.txt"), "o", 0o644)
+	e.pull()
+	assert.Equal(t, "o", read(t, filepath.Join(skill, "out.txt")))
+
+	_, err = mounts.Prepare(mounts.SpecWants(backend.SessionSpec{HostPath: "/etc", HostPathMode: backend.MountRW, MountPath: "/workspace"}), mounts.Policy{Roots: []string{root}})
+	require.Error(t, err)
 }
