@@ -15,7 +15,9 @@ CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$STATE_DIR/bench/boxagent"
 # brought up when it is not running, and down again afterwards in that case only.
 kube=()
 if [ "${BENCH_KUBE:-1}" = 1 ]; then
-  if ! bash hack/cluster.sh status | grep -q "^kube-apiserver running"; then
+  # (status read whole first: grep -q closing the pipe early fails it under pipefail)
+  status="$(bash hack/cluster.sh status)"
+  if ! grep -q "^kube-apiserver running" <<<"$status"; then
     trap 'bash hack/cluster.sh down' EXIT
     bash hack/cluster.sh up
   fi
