@@ -241,6 +241,12 @@ func TestServeRefusesWhatItDoesNotUnderstand(t *testing.T) {
 		{"kill without a signal", Frame{Type: Kill, ID: 1}, "kill frame with a 0-byte payload"},
 		{"kill with signal 0", Frame{Type: Kill, ID: 1, Payload: u32(0)}, "kill frame with signal 0"},
 		{"kill with signal 65", Frame{Type: Kill, ID: 1, Payload: u32(65)}, "kill frame with signal 65"},
+		{"agent-to-boxd attached", Frame{Type: Attached, ID: 1, Payload: make([]byte, 17)}, "unexpected attached frame"},
+		{"agent-to-boxd stdin-ack", Frame{Type: StdinAck, ID: 1, Payload: make([]byte, 8)}, "unexpected stdin-ack frame"},
+		{"attach with a short payload", Frame{Type: Attach, ID: 1, Payload: u32(1)}, "attach frame with a 4-byte payload (want 32)"},
+		{"ack with a short payload", Frame{Type: Ack, ID: 1}, "ack frame with a 0-byte payload (want 16)"},
+		{"stdin-close with a payload", Frame{Type: StdinClose, ID: 1, Payload: []byte("x")}, "stdin-close frame with a 1-byte payload"},
+		{"release with a payload", Frame{Type: Release, ID: 1, Payload: []byte("x")}, "release frame with a 1-byte payload"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -298,7 +304,7 @@ func TestServeRefusesAnIDInUse(t *testing.T) {
 	send(startFrame(t, 9, sh("echo up; exec sleep 300")))
 	assert.Equal(t, Frame{Type: Stdout, ID: 9, Payload: []byte("up\n")}, recv())
 	send(startFrame(t, 9, sh("true")))
-	assert.Equal(t, Frame{Type: Error, ID: 9, Payload: []byte("request id 9 is already running")}, recv())
+	assert.Equal(t, Frame{Type: Error, ID: 9, Payload: []byte("request id 9 is already in use")}, recv())
 	send(Frame{Type: Kill, ID: 9, Payload: u32(9)})
 	assert.Equal(t, Frame{Type: Exit, ID: 9, Payload: u32(128 + 9)}, recv())
 }
@@ -331,6 +337,10 @@ func TestClientRefusesWhatItDoesNotUnderstand(t *testing.T) {
 		{"boxd-to-agent type", []Frame{hello, {Type: Kill, ID: 1, Payload: u32(9)}}, "unexpected kill frame from the agent"},
 		{"second hello", []Frame{hello, hello}, "unexpected hello frame from the agent"},
 		{"short exit", []Frame{hello, {Type: Exit, ID: 1, Payload: []byte{1}}}, "exit frame with a 1-byte payload"},
+		{"boxd-to-agent stdin", []Frame{hello, {Type: Stdin, ID: 1, Payload: []byte("x")}}, "unexpected stdin frame from the agent"},
+		{"short attached", []Frame{hello, {Type: Attached, ID: 1, Payload: make([]byte, 16)}}, "attached frame with a 16-byte payload"},
+		{"attached with unknown flags", []Frame{hello, {Type: Attached, ID: 1, Payload: append(make([]byte, 16), 2)}}, "attached frame with unknown flags 0x2"},
+		{"short stdin-ack", []Frame{hello, {Type: StdinAck, ID: 1, Payload: u32(1)}}, "stdin-ack frame with a 4-byte payload"},
 		{"connection refused", []Frame{hello, {Type: Error, Payload: []byte("nope")}}, "agent refused the connection: nope"},
 		{"end of stream", []Frame{hello}, "EOF"},
 	}
@@ -352,7 +362,7 @@ func TestDialRefusesABadHello(t *testing.T) {
 		input []byte
 		want  string
 	}{
-		{"other version", Frame{Type: Hello, Payload: []byte("boxagent/0")}.Append(nil), `expected hello "boxagent/1", got hello frame "boxagent/0"`},
+		{"other version", Frame{Type: Hello, Payload: []byte("boxagent/1")}.Append(nil), `expected hello "boxagent/2", got hello frame "boxagent/1"`},
 		{"not a hello", Frame{Type: Stdout, Payload: []byte("hi")}.Append(nil), "expected hello"},
 		{"oversized hello", header(Hello, 0, 1<<20), "frame too large"},
 		{"shell error instead of an agent", []byte("exec: /.boxd-agent: not found\n"), "frame too large"},
@@ -419,3 +429,60 @@ func TestNoOutputAfterRunReturns(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestClientRefusesAHostileProcessStream: an agent (or a sandbox process impersonating it)
+// that breaks a process's windows ends the connection; the process is then lost, never fed
+// more than the windows allow.
+func TestClientRefusesAHostileProcessStream(t *testing.T) {
+	big := make([]byte, ChunkSize)
+	cases := []struct {
+		name   string
+		frames func(id uint32) []Frame
+		want   string
+	}{
+		{"stdin-ack beyond what was sent", func(id uint32) []Frame {
+			return []Frame{{Type: StdinAck, ID: id, Payload: u64s(100)}}
+		}, "beyond the 0 bytes sent to it"},
+		{"output beyond the window", func(id uint32) []Frame {
+			var fs []Frame
+			for range 2*OutputWindow/ChunkSize + 1 {
+				fs = append(fs, Frame{Type: Stdout, ID: id, Payload: big})
+			}
+			return fs
+		}, "the agent sent command"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			outR, outW := io.Pipe()
+			inR, inW := io.Pipe()
+			go func() { _ = WriteFrame(outW, Frame{Type: Hello, Payload: []byte(Version)}) }()
+			c, err := Dial(context.Background(), outR, inW)
+			require.NoError(t, err)
+			started := make(chan *Process, 1)
+			go func() {
+				p, err := c.Start(context.Background(), sh("cat"))
+				assert.NoError(t, err)
+				started <- p
+			}()
+			start, err := ReadFrame(inR, MaxPayload)
+			require.NoError(t, err)
+			require.Equal(t, Start, start.Type)
+			go func() { _, _ = io.Copy(io.Discard, inR) }()
+			p := <-started
+			go func() {
+				for _, f := range tc.frames(start.ID) {
+					if WriteFrame(outW, f) != nil {
+						return
+					}
+				}
+			}()
+			<-c.Done()
+			assert.Contains(t, c.Err().Error(), tc.want)
+			_, err = p.Wait(context.Background())
+			assert.ErrorIs(t, err, ErrClosed)
+			n, _ := io.Copy(io.Discard, p.Stdout())
+			assert.LessOrEqual(t, n, int64(2*OutputWindow))
+			outW.Close()
+		})
+	}
+}

@@ -1,13 +1,36 @@
-// Package agent is the in-sandbox exec agent's wire protocol and both of its ends: Serve runs
-// inside a sandbox container (cmd/boxagent), Client runs in boxd (internal/docker). The two
-// talk over the stdin/stdout of ONE long-lived Engine API exec per sandbox, so there is no
-// network listener to reach and no new exec (runc, shim) per command.
+// Package agent is the in-sandbox exec agent's wire protocol and both of its ends: the Agent
+// runs inside a sandbox container (cmd/boxagent), the Client runs in boxd (internal/docker,
+// internal/kube). They talk over ONE long-lived stream per sandbox, so there is no network
+// listener to reach and no new exec (runc, shim, API server) per command.
+//
+// Two ways to run the agent:
+//   - direct (Serve; the docker backend): the agent speaks on the stdin/stdout of one Engine API
+//     exec, and everything it runs is killed when that stream ends;
+//   - daemon (Agent.Listen; the kubernetes backend): the agent is the sandbox container's main
+//     process (PID 1, reaping every orphan) and serves connections on a unix socket; each
+//     Kubernetes exec stream runs `boxagent connect`, which relays its stdin/stdout to the
+//     socket. Commands belong to the daemon, not to a connection: when a stream drops they
+//     keep running, their output is kept (bounded, see OutputWindow) and a new connection
+//     re-attaches them (Attach) without losing or repeating a byte. A command nobody
+//     re-attaches within the detach timeout is killed with its process group.
 //
 // A frame is a 9-byte header — type (1 byte), request id (4 bytes, big endian), payload length
 // (4 bytes, big endian) — followed by the payload. Payloads are bounded by MaxPayload on both
 // sides; a frame of an unknown type, a type sent in the wrong direction or an oversized frame
 // ends the connection. The package uses the standard library only, so the agent binary stays
 // small and static.
+//
+// Flow control and resumption. Every byte of a command's stdout and stderr has an offset (per
+// stream, from 0). The agent keeps what it read from a command's pipe until boxd acknowledges
+// it (Ack: the offsets boxd's consumer has taken); at most OutputWindow unacknowledged bytes
+// per stream, after which the agent stops reading the pipe, so a command whose output nobody
+// takes blocks in write(2) as it would on a full pipe (back-pressure, nothing is dropped).
+// Stdin works the other way round: boxd keeps what it sent until the agent acknowledges that
+// it was written to the command (StdinAck), at most StdinWindow bytes in flight. A reconnecting
+// boxd sends Attach with the offsets it has consumed and received; the agent answers Attached
+// with the stdin offsets it has written and received and resends output from the received
+// offsets; boxd resends stdin from the agent's. A command's exit code is kept until boxd
+// collects it (Release), so an Exit lost with a dropped stream is sent again.
 package agent
 
 import (
@@ -34,9 +57,30 @@ const (
 	Exit Type = 5
 	// Kill (boxd → agent) signals the process group of command id; payload: signal (uint32).
 	Kill Type = 6
-	// Error (agent → boxd) refuses request id (a malformed Start) or, with id 0, the whole
-	// connection (the agent then exits); payload: a message.
+	// Error (agent → boxd) refuses request id (a malformed Start, an Attach of an unknown id)
+	// or, with id 0, the whole connection (the agent then ends it); payload: a message.
 	Error Type = 7
+	// Stdin (boxd → agent) is data for command id's stdin (a command started with
+	// Command.Stdin); at most StdinWindow bytes may be unacknowledged.
+	Stdin Type = 8
+	// StdinClose (boxd → agent) closes command id's stdin once what was sent is written.
+	StdinClose Type = 9
+	// Attach (boxd → agent) re-attaches command id to this connection; payload: stdout
+	// consumed, stdout received, stderr consumed, stderr received (uint64 each). The agent
+	// answers Attached, then sends output from the received offsets (and Exit once done).
+	Attach Type = 10
+	// Ack (boxd → agent): command id's output was consumed up to these offsets (stdout,
+	// stderr; uint64 each); the agent frees it.
+	Ack Type = 11
+	// Release (boxd → agent): boxd has command id's Exit; the agent forgets the command (one
+	// still running is killed with its process group).
+	Release Type = 12
+	// Attached (agent → boxd) answers Attach; payload: stdin written, stdin received (uint64
+	// each) and a flags byte (1: StdinClose received).
+	Attached Type = 13
+	// StdinAck (agent → boxd): command id's stdin was written (or discarded, once the command
+	// closed it) up to this offset (uint64).
+	StdinAck Type = 14
 )
 
 func (t Type) String() string {
@@ -55,20 +99,42 @@ func (t Type) String() string {
 		return "kill"
 	case Error:
 		return "error"
+	case Stdin:
+		return "stdin"
+	case StdinClose:
+		return "stdin-close"
+	case Attach:
+		return "attach"
+	case Ack:
+		return "ack"
+	case Release:
+		return "release"
+	case Attached:
+		return "attached"
+	case StdinAck:
+		return "stdin-ack"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
 const (
 	// Version is the Hello payload; boxd refuses an agent that sends anything else.
-	Version = "boxagent/1"
+	Version = "boxagent/2"
 	// HeaderSize is the size of a frame header.
 	HeaderSize = 9
 	// MaxPayload bounds every frame. A single exec argument cannot exceed 128 KiB on Linux
 	// (MAX_ARG_STRLEN) anyway; larger commands go through the normal exec path.
 	MaxPayload = 1 << 20
-	// ChunkSize is the largest output chunk the agent sends.
+	// ChunkSize is the largest output chunk the agent sends, and the largest stdin chunk boxd
+	// sends.
 	ChunkSize = 32 << 10
+	// OutputWindow bounds the bytes of one output stream of one command that the agent holds
+	// unacknowledged; then it stops reading the command's pipe.
+	OutputWindow = 1 << 20
+	// StdinWindow bounds the stdin bytes of one command sent and not yet acknowledged.
+	StdinWindow = 1 << 20
+	// AckEvery: boxd acknowledges output once it consumed this much since its last Ack.
+	AckEvery = OutputWindow / 4
 	// EnvMark is set (last) in the environment of the agent's own exec. What the engine put
 	// before it is the exec environment a `docker exec` without -e gets; what the runtime (runc)
 	// appended after it (HOME when the image does not set it) is appended to each command's
@@ -139,15 +205,21 @@ type Command struct {
 	Env []string
 	// Dir is the working directory; "" keeps the container's.
 	Dir string
+	// Stdin gives the command a pipe as stdin (Stdin/StdinClose frames); without it stdin is
+	// /dev/null.
+	Stdin bool
 }
 
-// EncodeCommand encodes c as a Start payload: argc, argv, envc, env, dir; every count and
-// string length a big-endian uint32.
+// flagStdin is bit 0 of a Start payload's flags.
+const flagStdin = 1
+
+// EncodeCommand encodes c as a Start payload: argc, argv, envc, env, dir, flags; every count,
+// string length and the flags a big-endian uint32.
 func EncodeCommand(c Command) ([]byte, error) {
 	if len(c.Argv) == 0 {
 		return nil, errors.New("encode command: empty argv")
 	}
-	n := 12 + 4*(len(c.Argv)+len(c.Env)) + len(c.Dir)
+	n := 16 + 4*(len(c.Argv)+len(c.Env)) + len(c.Dir)
 	for _, s := range c.Argv {
 		n += len(s)
 	}
@@ -166,7 +238,12 @@ func EncodeCommand(c Command) ([]byte, error) {
 	for _, s := range c.Env {
 		b = appendString(b, s)
 	}
-	return appendString(b, c.Dir), nil
+	b = appendString(b, c.Dir)
+	var flags uint32
+	if c.Stdin {
+		flags |= flagStdin
+	}
+	return binary.BigEndian.AppendUint32(b, flags), nil
 }
 
 func appendString(b []byte, s string) []byte {
@@ -230,9 +307,12 @@ func (d *decoder) list(what string) []string {
 func DecodeCommand(p []byte) (Command, error) {
 	d := &decoder{b: p}
 	c := Command{Argv: d.list("argv"), Env: d.list("env"), Dir: d.str("dir")}
+	flags := d.u32("flags")
 	switch {
 	case d.err != nil:
 		return Command{}, fmt.Errorf("decode command: %w", d.err)
+	case flags&^flagStdin != 0:
+		return Command{}, fmt.Errorf("decode command: unknown flags %#x", flags&^flagStdin)
 	case len(d.b) != 0:
 		return Command{}, fmt.Errorf("decode command: %d trailing bytes", len(d.b))
 	case len(c.Argv) == 0 || c.Argv[0] == "":
@@ -243,7 +323,29 @@ func DecodeCommand(p []byte) (Command, error) {
 			return Command{}, fmt.Errorf("decode command: env entry %q is not KEY=VALUE", e)
 		}
 	}
+	c.Stdin = flags&flagStdin != 0
 	return c, nil
+}
+
+// u64s encodes offsets as big-endian uint64s.
+func u64s(v ...uint64) []byte {
+	b := make([]byte, 0, 8*len(v))
+	for _, x := range v {
+		b = binary.BigEndian.AppendUint64(b, x)
+	}
+	return b
+}
+
+// parseU64s decodes a payload of exactly n big-endian uint64s.
+func parseU64s(t Type, p []byte, n int) ([]uint64, error) {
+	if len(p) != 8*n {
+		return nil, fmt.Errorf("%s frame with a %d-byte payload (want %d)", t, len(p), 8*n)
+	}
+	out := make([]uint64, n)
+	for i := range out {
+		out[i] = binary.BigEndian.Uint64(p[8*i:])
+	}
+	return out, nil
 }
 
 // MergeEnv returns the environment of a command: overrides merged over base the way the

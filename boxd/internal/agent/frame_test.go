@@ -80,6 +80,7 @@ func TestCommandRoundTrip(t *testing.T) {
 		{"sh -lc with env and dir", Command{Argv: []string{"sh", "-lc", "echo 'x y'; exit 3"}, Env: []string{"A=1", "B=two words", "C="}, Dir: "/workspace/sub dir"}},
 		{"values with = and newlines", Command{Argv: []string{"env"}, Env: []string{"K=a=b\nc"}}},
 		{"empty arguments kept", Command{Argv: []string{"printf", "", "%s"}, Env: []string{}}},
+		{"with a stdin pipe", Command{Argv: []string{"cat"}, Env: []string{}, Stdin: true}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -129,13 +130,15 @@ func TestDecodeCommandRefuses(t *testing.T) {
 		{"string length beyond the frame", cat(u32(1), u32(50), []byte("sh")), "argv length 50 exceeds the frame"},
 		{"no env list", cat(u32(1), str("sh")), "truncated env count"},
 		{"no dir", cat(u32(1), str("sh"), u32(0)), "truncated dir length"},
-		{"trailing bytes", cat(u32(1), str("sh"), u32(0), str(""), []byte{1}), "1 trailing bytes"},
-		{"empty argv", cat(u32(0), u32(0), str("")), "empty argv"},
-		{"empty program", cat(u32(1), str(""), u32(0), str("")), "empty argv"},
-		{"NUL in an argument", cat(u32(1), str("s\x00h"), u32(0), str("")), "argv contains a NUL byte"},
-		{"NUL in the dir", cat(u32(1), str("sh"), u32(0), str("/a\x00")), "dir contains a NUL byte"},
-		{"env entry without =", cat(u32(1), str("sh"), u32(1), str("NOVALUE"), str("")), `env entry "NOVALUE" is not KEY=VALUE`},
-		{"env entry with an empty key", cat(u32(1), str("sh"), u32(1), str("=x"), str("")), `env entry "=x" is not KEY=VALUE`},
+		{"no flags (a boxagent/1 payload)", cat(u32(1), str("sh"), u32(0), str("")), "truncated flags"},
+		{"unknown flags", cat(u32(1), str("sh"), u32(0), str(""), u32(6)), "unknown flags 0x6"},
+		{"trailing bytes", cat(u32(1), str("sh"), u32(0), str(""), u32(0), []byte{1}), "1 trailing bytes"},
+		{"empty argv", cat(u32(0), u32(0), str(""), u32(0)), "empty argv"},
+		{"empty program", cat(u32(1), str(""), u32(0), str(""), u32(0)), "empty argv"},
+		{"NUL in an argument", cat(u32(1), str("s\x00h"), u32(0), str(""), u32(0)), "argv contains a NUL byte"},
+		{"NUL in the dir", cat(u32(1), str("sh"), u32(0), str("/a\x00"), u32(0)), "dir contains a NUL byte"},
+		{"env entry without =", cat(u32(1), str("sh"), u32(1), str("NOVALUE"), str(""), u32(0)), `env entry "NOVALUE" is not KEY=VALUE`},
+		{"env entry with an empty key", cat(u32(1), str("sh"), u32(1), str("=x"), str(""), u32(0)), `env entry "=x" is not KEY=VALUE`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
