@@ -31,6 +31,7 @@ import (
 
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/agent"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/mounts"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/wsync"
 )
 
 func main() {
@@ -51,6 +52,8 @@ func main() {
 		os.Exit(daemon(args[1:]))
 	case "connect":
 		os.Exit(connect(args[1:]))
+	case wsync.AgentSubcommand:
+		os.Exit(runSync(args[1:]))
 	default:
 		fmt.Fprintf(os.Stderr, "boxagent: unknown mode %q: run it without arguments (boxd speaks to it on stdin/stdout), or as `daemon --socket NAME`, `connect --socket NAME` or `stat PATH...`\n", args[0])
 		os.Exit(2)
