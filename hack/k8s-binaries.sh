@@ -6,7 +6,27 @@
 #   coredns                                                                       (github.com/coredns/coredns)
 # k8s.io/kubernetes is not meant to be a dependency: a throwaway module pins it and replaces
 # each k8s.io/* staging module with its published version.
+#
+#   hack/k8s-binaries.sh kube-network-policies
+# builds only the NetworkPolicy enforcer (sigs.k8s.io/kube-network-policies, its own version
+# directory) and prints the binary's path.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+if [ "${1:-}" = kube-network-policies ]; then
+  knp="$TOOLS_CACHE/kube-network-policies-$KUBE_NETWORK_POLICIES_VERSION/kube-network-policies"
+  if [ ! -x "$knp" ]; then
+    log "building kube-network-policies $KUBE_NETWORK_POLICIES_VERSION"
+    gobin="$(mktemp -d)"
+    # The module's main package is its cmd/ directory, so `go install` names the binary "cmd".
+    GOBIN="$gobin" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
+      "sigs.k8s.io/kube-network-policies/cmd@$KUBE_NETWORK_POLICIES_VERSION"
+    mkdir -p "$(dirname "$knp")"
+    mv "$gobin/cmd" "$knp"
+    rmdir "$gobin"
+  fi
+  echo "$knp"
+  exit 0
+fi
 
 # "-r2": binaries stamped with their version (the API server reports it; helm checks kubeVersion).
 DIR="$TOOLS_CACHE/kubernetes-$KUBERNETES_VERSION-r2"

@@ -22,8 +22,9 @@ HELM_UNITTEST_VERSION="v1.1.2"
 KUBERNETES_VERSION="v1.34.2"
 KWOK_VERSION="v0.8.0"
 COREDNS_VERSION="v1.15.0"
+KUBE_NETWORK_POLICIES_VERSION="v0.8.0"  # NetworkPolicy enforcer of the local cluster (nfqueue)
 GATEWAY_API_VERSION="v1.3.0"   # HTTPRoute CRD for the local cluster (from the Go module, no download)
-export HELM_VERSION HELM4_VERSION HELM_UNITTEST_VERSION KUBERNETES_VERSION KWOK_VERSION COREDNS_VERSION
+export HELM_VERSION HELM4_VERSION HELM_UNITTEST_VERSION KUBERNETES_VERSION KWOK_VERSION COREDNS_VERSION KUBE_NETWORK_POLICIES_VERSION
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
