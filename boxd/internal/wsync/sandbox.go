@@ -63,7 +63,8 @@ type sandboxTree struct {
 	root    int
 	filter  *filter
 	base    map[string]wireEntry
-	foreign bool // Synced but the marker is not this session's: the sandbox was replaced
+	foreign bool   // Synced but the marker is not this session's: the sandbox was replaced
+	marker  string // the session id the root's marker holds
 }
 
 func (sv *server) serve(opts ServeOptions) error {
@@ -105,7 +106,8 @@ func (sv *server) serve(opts ServeOptions) error {
 		}
 		t.root = root
 		sv.trees = append(sv.trees, t)
-		t.foreign = rt.Synced && readMarker(root) != sv.req.Session
+		t.marker = readMarker(root)
+		t.foreign = rt.Synced && t.marker != sv.req.Session
 	}
 	if sv.req.Op == "push" {
 		return sv.push()
@@ -249,8 +251,10 @@ func (sv *server) push() error {
 				rt.Keys = append(rt.Keys, k)
 			}
 		}
-		if err := writeMarker(t.root, sv.req.Session); err != nil {
-			rt.Errors = append(rt.Errors, PathError{Path: markerName, Err: "record the session: " + err.Error()})
+		if t.marker != sv.req.Session {
+			if err := writeMarker(t.root, sv.req.Session); err != nil {
+				rt.Errors = append(rt.Errors, PathError{Path: markerName, Err: "record the session: " + err.Error()})
+			}
 		}
 		resp.Trees = append(resp.Trees, rt)
 	}
