@@ -1,6 +1,7 @@
 package wsync
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -401,4 +402,29 @@ func TestTreesFromPreparedMounts(t *testing.T) {
 
 	_, err = mounts.Prepare(mounts.SpecWants(backend.SessionSpec{HostPath: "/etc", HostPathMode: backend.MountRW, MountPath: "/workspace"}), mounts.Policy{Roots: []string{root}})
 	require.Error(t, err)
+}
+
+// A file that grows past the per-file limit after the scan (while the push is being sent)
+// abandons the push: the trailer tells the sandbox, which applies nothing of it.
+func TestFileGrowingDuringThePushChangesNothing(t *testing.T) {
+	e := newEnv(t, stdMounts, Options{Limits: Limits{PushMaxFileBytes: 10}})
+	write(t, e.h("ws", "a"), "a", 0o644)
+	e.push()
+	write(t, e.h("ws", "a"), "A", 0o644)
+	write(t, e.h("ws", "b"), "small", 0o644)
+	before := snapshot(t, e.sandbox)
+	_, err := e.sess.Push(t.Context(), func(ctx context.Context) (*Conn, error) {
+		write(t, e.h("ws", "b"), strings.Repeat("big", 10), 0o644) // after the scan, before the send
+		return e.dial(ctx)
+	})
+	var le *LimitError
+	require.ErrorAs(t, err, &le)
+	assert.Equal(t, "push_max_file_bytes", le.Limit)
+	assert.Contains(t, err.Error(), "/b is 30 bytes")
+	assert.Equal(t, before, snapshot(t, e.sandbox))
+	assert.Empty(t, stagingLeft(t, e.sandbox))
+	write(t, e.h("ws", "b"), "small", 0o644)
+	e.push()
+	assert.Equal(t, "A", read(t, e.s("/workspace/a")))
+	assert.Equal(t, "small", read(t, e.s("/workspace/b")))
 }
