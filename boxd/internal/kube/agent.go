@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,12 +23,17 @@ import (
 
 // The exec agent on this backend: the Pod's init container (the boxd image, running
 // `/boxd install-agent`) copies boxagent into an emptyDir that the sandbox container mounts
-// read-only at AgentDir, and boxd holds ONE Kubernetes exec stream per sandbox (WebSocket,
-// v5.channel.k8s.io, SPDY when the upgrade is refused) in which boxagent runs and speaks the
-// internal/agent protocol on stdin/stdout. Every box_exec is then one frame on that stream
-// instead of one exec through API server, kubelet and runtime. A stream that ends (API
-// server restart, idle timeout, Pod gone) is opened again on the next exec; a Pod that is gone
-// makes that exec fail with backend.ErrNotStarted so that the session layer recreates it.
+// read-only at AgentDir, and the sandbox container's main process is `boxagent daemon`
+// (DaemonCommand): the agent as the container's init, serving the internal/agent protocol on
+// an abstract unix socket. boxd holds ONE Kubernetes exec stream per sandbox (WebSocket,
+// v5.channel.k8s.io, SPDY when the upgrade is refused) running `boxagent connect`, a relay
+// from the stream's stdin/stdout to that socket. Every box_exec is one frame on that stream
+// instead of one exec through API server, kubelet and runtime, and managed processes (stdin,
+// stdout, stderr, signals, exit codes) go the same way. A stream that ends (API server
+// restart, idle timeout) leaves the commands running in the daemon: agent.Client opens a new
+// stream and re-attaches them without losing or repeating output. A Pod that is gone makes
+// the dial report agent.ErrGone, and an exec then fails with backend.ErrNotStarted so that the
+// session layer recreates the sandbox.
 
 // InstallAgentCommand is boxd's subcommand run by the init container.
 const InstallAgentCommand = "install-agent"
@@ -47,35 +53,34 @@ func InstallAgent(src, dst string) error {
 	return nil
 }
 
-// agentConn is one exec stream running boxagent.
-type agentConn struct {
-	client *agent.Client
+// stream is one exec stream running `boxagent connect`.
+type stream struct {
 	cancel context.CancelFunc
 	stdin  *io.PipeWriter
 	stderr *agent.HeadBuffer
-	done   chan struct{} // the stream ended; streamErr is set
+	done   chan struct{} // the stream ended; err is set
 	err    error
 }
 
-func (c *agentConn) close() {
+func (c *stream) close() {
 	c.cancel()
 	_ = c.stdin.Close()
 }
 
 // describe says how the stream ended, for errors and logs.
-func (c *agentConn) describe() string {
-	msg := fmt.Sprint(c.client.Err())
+func (c *stream) describe() string {
+	var parts []string
 	select {
 	case <-c.done:
-		if c.err != nil {
-			msg += " (exec stream: " + c.err.Error() + ")"
+		if c.err != nil && !errors.Is(c.err, io.EOF) && !errors.Is(c.err, context.Canceled) {
+			parts = append(parts, "exec stream: "+c.err.Error())
 		}
 	default:
 	}
 	if s := c.stderr.String(); s != "" {
-		msg += " (agent stderr: " + docker.Collapse(s) + ")"
+		parts = append(parts, "agent stderr: "+docker.Collapse(s))
 	}
-	return msg
+	return strings.Join(parts, "; ")
 }
 
 // executor opens a Kubernetes exec of argv in the Pod's sandbox container: WebSocket first,
@@ -96,16 +101,17 @@ func (b *Backend) executor(pod string, argv []string) (remotecommand.Executor, e
 	})
 }
 
-// dialAgent starts boxagent in the Pod over one exec stream and waits for its hello.
-func (b *Backend) dialAgent(ctx context.Context, pod string) (*agentConn, error) {
-	ex, err := b.executor(pod, []string{AgentPath})
+// openStream runs `boxagent connect` in the Pod over one exec stream. The agent's hello is
+// awaited by agent.Connect.
+func (b *Backend) openStream(ctx context.Context, pod string) (*stream, agent.Conn, error) {
+	ex, err := b.executor(pod, ConnectCommand())
 	if err != nil {
-		return nil, err
+		return nil, agent.Conn{}, err
 	}
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
-	c := &agentConn{cancel: cancel, stdin: inW, stderr: &agent.HeadBuffer{}, done: make(chan struct{})}
+	c := &stream{cancel: cancel, stdin: inW, stderr: &agent.HeadBuffer{}, done: make(chan struct{})}
 	go func() {
 		err := ex.StreamWithContext(sctx, remotecommand.StreamOptions{Stdin: inR, Stdout: outW, Stderr: c.stderr})
 		if err == nil {
@@ -116,28 +122,64 @@ func (b *Backend) dialAgent(ctx context.Context, pod string) (*agentConn, error)
 		outW.CloseWithError(err)
 		inR.CloseWithError(err)
 	}()
-	hctx, hcancel := context.WithTimeout(ctx, probeTimeout)
-	defer hcancel()
-	client, err := agent.Dial(hctx, outR, inW)
+	return c, agent.Conn{R: outR, W: inW, Close: c.close, Describe: c.describe, Check: func(err error) error {
+		if !b.podRunning(context.WithoutCancel(ctx), pod) {
+			return fmt.Errorf("%w: pod %s does not run: %v", agent.ErrGone, pod, err)
+		}
+		return err
+	}}, nil
+}
+
+// dialer opens the Pod's exec streams (the newest is kept in s). A stream that cannot be
+// opened while the Pod does not run is agent.ErrGone.
+func (b *Backend) dialer(pod string, s *sandbox) agent.Dialer {
+	return func(ctx context.Context) (agent.Conn, error) {
+		s.smu.Lock()
+		prev := s.stream
+		s.smu.Unlock()
+		if prev != nil {
+			why := prev.describe()
+			if why == "" {
+				why = "closed"
+			}
+			b.log.Warn(fmt.Sprintf("LangBot Box exec agent stream lost (%s), reconnecting; running commands and managed processes are re-attached: backend=kubernetes pod=%s", why, pod))
+		}
+		dctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		defer cancel()
+		st, conn, err := b.openStream(dctx, pod)
+		if err == nil {
+			s.smu.Lock()
+			s.stream = st
+			s.smu.Unlock()
+		}
+		if err != nil {
+			if ctx.Err() == nil && !b.podRunning(context.WithoutCancel(ctx), pod) {
+				return agent.Conn{}, fmt.Errorf("%w: pod %s does not run: %v", agent.ErrGone, pod, err)
+			}
+			return agent.Conn{}, fmt.Errorf("start the exec agent relay in pod %s: %w", pod, err)
+		}
+		return conn, nil
+	}
+}
+
+// connectAgent opens the first stream of a Pod and waits for the agent's hello.
+func (b *Backend) connectAgent(ctx context.Context, pod string, s *sandbox) (*agent.Client, error) {
+	hctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	c, err := agent.Connect(hctx, b.dialer(pod, s))
 	if err != nil {
-		c.close()
-		<-c.done
-		if c.err != nil && !errors.Is(c.err, io.EOF) && !errors.Is(c.err, context.Canceled) {
-			err = fmt.Errorf("%w (exec stream: %v)", err, c.err)
-		}
-		if s := c.stderr.String(); s != "" {
-			err = fmt.Errorf("%w (agent stderr: %s)", err, docker.Collapse(s))
-		}
 		return nil, fmt.Errorf("start the exec agent in pod %s: %w", pod, err)
 	}
-	c.client = client
 	return c, nil
 }
 
 // sandbox is the agent state of one Pod; mu is held while connecting.
 type sandbox struct {
-	mu   sync.Mutex
-	conn *agentConn
+	mu     sync.Mutex
+	client *agent.Client
+
+	smu    sync.Mutex
+	stream *stream // the newest exec stream
 }
 
 func (b *Backend) sandbox(name string) *sandbox {
@@ -151,27 +193,20 @@ func (b *Backend) sandbox(name string) *sandbox {
 	return s
 }
 
-// agentFor returns the Pod's connected agent, opening the stream when there is none or the
-// previous one ended.
-func (b *Backend) agentFor(ctx context.Context, pod string) (*agentConn, error) {
+// agentFor returns the Pod's agent client, connecting it first when there is none. A client
+// re-opens its stream by itself when it drops.
+func (b *Backend) agentFor(ctx context.Context, pod string) (*agent.Client, error) {
 	s := b.sandbox(pod)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.conn != nil {
-		select {
-		case <-s.conn.client.Done():
-			b.log.Warn(fmt.Sprintf("LangBot Box exec agent stream lost, reconnecting: backend=kubernetes pod=%s: %s", pod, s.conn.describe()))
-			s.conn.close()
-			s.conn = nil
-		default:
-			return s.conn, nil
-		}
+	if s.client != nil && s.client.Err() == nil {
+		return s.client, nil
 	}
-	c, err := b.dialAgent(ctx, pod)
+	c, err := b.connectAgent(ctx, pod, s)
 	if err != nil {
 		return nil, err
 	}
-	s.conn = c
+	s.client = c
 	return c, nil
 }
 
@@ -184,10 +219,11 @@ func (b *Backend) connected(pod string) bool {
 		return false
 	}
 	defer s.mu.Unlock()
-	return s.conn != nil && s.conn.client.Err() == nil
+	return s.client != nil && s.client.Connected()
 }
 
-// forget closes the Pod's agent stream.
+// forget closes the Pod's agent client (its managed processes end with -9, as on Docker when
+// the container goes).
 func (b *Backend) forget(pod string) {
 	b.mu.Lock()
 	s := b.sandboxes[pod]
@@ -195,9 +231,9 @@ func (b *Backend) forget(pod string) {
 	b.mu.Unlock()
 	if s != nil {
 		s.mu.Lock()
-		if s.conn != nil {
-			s.conn.close()
-			s.conn = nil
+		if s.client != nil {
+			s.client.Close()
+			s.client = nil
 		}
 		s.mu.Unlock()
 	}

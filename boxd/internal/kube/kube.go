@@ -380,21 +380,27 @@ func (b *Backend) Stop(ctx context.Context, h backend.Handle) error {
 	return b.deletePod(ctx, h.ID)
 }
 
+// agentErr maps a failure to reach a Pod's agent before anything ran: a Pod that is gone is
+// backend.ErrNotStarted (the session layer recreates the sandbox and runs the command there).
+func (b *Backend) agentErr(ctx context.Context, what, pod string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(err, agent.ErrGone) || !b.podRunning(context.WithoutCancel(ctx), pod) {
+		return fmt.Errorf("%s in pod %s: %w: %v", what, pod, backend.ErrNotStarted, err)
+	}
+	return backendErr(err)
+}
+
 // Exec runs the command through the Pod's exec agent. A Pod that is gone (no stream can be
 // opened and the Pod does not run) is backend.ErrNotStarted, so the session layer recreates
 // the sandbox and runs the command there.
 func (b *Backend) Exec(ctx context.Context, h backend.Handle, req backend.ExecRequest) (backend.ExecResult, error) {
 	c, err := b.agentFor(ctx, h.ID)
 	if err != nil {
-		if ctx.Err() != nil {
-			return backend.ExecResult{}, ctx.Err()
-		}
-		if !b.podRunning(context.WithoutCancel(ctx), h.ID) {
-			return backend.ExecResult{}, fmt.Errorf("exec in pod %s: %w: %v", h.ID, backend.ErrNotStarted, err)
-		}
-		return backend.ExecResult{}, backendErr(err)
+		return backend.ExecResult{}, b.agentErr(ctx, "exec", h.ID, err)
 	}
-	code, err := c.client.Run(ctx, agent.Command{Argv: req.Argv, Env: backend.Environ(req.Env)}, req.Stdout, req.Stderr)
+	code, err := c.Run(ctx, agent.Command{Argv: req.Argv, Env: backend.Environ(req.Env)}, req.Stdout, req.Stderr)
 	switch {
 	case err == nil:
 		return backend.ExecResult{ExitCode: code}, nil
@@ -402,25 +408,44 @@ func (b *Backend) Exec(ctx context.Context, h backend.Handle, req backend.ExecRe
 		return backend.ExecResult{}, backendErr(fmt.Errorf("the command and its environment are larger than one exec agent frame (%d bytes) and this backend has no per-command exec: shorten it or pass data through the workspace", agent.MaxPayload))
 	case ctx.Err() != nil:
 		return backend.ExecResult{}, ctx.Err()
+	case errors.Is(err, agent.ErrGone):
+		// No stream could be opened for it: the command was never sent.
+		return backend.ExecResult{}, fmt.Errorf("exec in pod %s: %w: %v", h.ID, backend.ErrNotStarted, err)
 	}
 	if !b.podRunning(context.WithoutCancel(ctx), h.ID) {
 		return backend.ExecResult{}, fmt.Errorf("exec in pod %s: %w: %v", h.ID, backend.ErrNotFound, err)
 	}
-	b.log.Warn(fmt.Sprintf("LangBot Box exec agent failed: backend=kubernetes pod=%s: %s", h.ID, c.describe()))
+	b.log.Warn(fmt.Sprintf("LangBot Box exec agent failed: backend=kubernetes pod=%s: %v (last stream: %s)", h.ID, err, c.LastEnd()))
 	return backend.ExecResult{}, backendErr(fmt.Errorf("exec through the agent in pod %s: %w", h.ID, err))
 }
 
-// ErrNoManagedProcesses is what box_start_managed_process gets on this backend (for now).
-var ErrNoManagedProcesses = &backend.Error{Message: "kubernetes backend does not support managed processes yet (stdio MCP servers need the docker backend): box_start_managed_process refused"}
-
-// StartProcess implements backend.Backend: refused on this backend (see boxd/README.md).
-func (b *Backend) StartProcess(context.Context, backend.Handle, backend.ProcessRequest) (backend.Process, error) {
-	return nil, ErrNoManagedProcesses
+// StartProcess implements backend.Backend: the process runs under the Pod's agent daemon,
+// with its stdin, stdout and stderr relayed over the agent stream; it survives a dropped
+// stream (the client re-attaches it).
+func (b *Backend) StartProcess(ctx context.Context, h backend.Handle, req backend.ProcessRequest) (backend.Process, error) {
+	c, err := b.agentFor(ctx, h.ID)
+	if err != nil {
+		if err = b.agentErr(ctx, "start managed process", h.ID, err); errors.Is(err, backend.ErrNotStarted) {
+			err = backendErr(err)
+		}
+		return nil, err
+	}
+	b.log.Info("LangBot Box backend start_managed_process: backend=kubernetes pod=" + b.set.Namespace + "/" + h.ID)
+	p, err := c.Start(ctx, agent.Command{Argv: req.Argv, Env: backend.Environ(req.Env)})
+	if err != nil {
+		if errors.Is(err, agent.ErrFrameTooLarge) {
+			return nil, backendErr(fmt.Errorf("the managed process's command and environment are larger than one exec agent frame (%d bytes)", agent.MaxPayload))
+		}
+		return nil, backendErr(fmt.Errorf("start managed process in pod %s: %w", h.ID, err))
+	}
+	return &process{p: p}, nil
 }
 
 // Recover implements backend.Backend: Pods of this scope made by another instance are
-// deleted, except running persistent ones with a readable spec, which are returned for
-// re-adoption (their agent stream is opened on the first exec). Like the Docker backend it
+// deleted, except running persistent ones with a readable spec whose sandbox container runs
+// the agent daemon (a Pod of an older boxd, whose main command was a shell, has no daemon to
+// connect to), which are returned for re-adoption (their agent stream is opened on the first
+// exec). Like the Docker backend it
 // does not relabel them (boxd's Role has no patch), so they keep their creator's instance id.
 func (b *Backend) Recover(ctx context.Context, currentInstanceID string) ([]backend.Adopted, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, listTimeout)
@@ -437,7 +462,7 @@ func (b *Backend) Recover(ctx context.Context, currentInstanceID string) ([]back
 		if p.Labels[LabelInstance] == currentInstanceID || p.DeletionTimestamp != nil {
 			continue
 		}
-		if p.Labels[LabelPersistent] == "true" {
+		if p.Labels[LabelPersistent] == "true" && runsDaemon(p) {
 			if spec, ok := specFromPod(p); ok {
 				if done, _, verr := podVerdict(p); done && verr == nil {
 					adopted = append(adopted, backend.Adopted{Spec: spec, Handle: backend.Handle{ID: p.Name}, Created: p.CreationTimestamp.Time})

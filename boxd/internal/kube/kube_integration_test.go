@@ -11,14 +11,18 @@
 package kube
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -231,10 +235,10 @@ func TestKubePodSecurityAndExec(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "0\n", r.stdout, "the command's process group is gone")
 
-	_, err = b.StartProcess(ctx, h, backend.ProcessRequest{Argv: []string{"cat"}})
-	var be *backend.Error
-	require.ErrorAs(t, err, &be)
-	assert.Contains(t, be.Message, "kubernetes backend does not support managed processes")
+	// The agent daemon is the sandbox's init.
+	r, err = run(t, ctx, b, h, `tr '\0' ' ' < /proc/1/cmdline`)
+	require.NoError(t, err)
+	assert.Equal(t, "/.boxd-agent/boxagent daemon --socket @boxd-agent ", r.stdout)
 }
 
 func TestKubeMountOutsideClaimRefused(t *testing.T) {
@@ -415,4 +419,181 @@ func TestKubeExecLatency(t *testing.T) {
 	t.Logf("kubernetes backend on the real node: raw pod create to running %s; session create to running+agent %s, create to first exec %s (%.2fx raw); exec `true` through the agent (n=%d) p50 %s p99 %s",
 		rawRunning.Round(time.Millisecond), started.Round(time.Millisecond), firstExec.Round(time.Millisecond),
 		float64(firstExec)/float64(rawRunning), n, d[n/2], d[n*99/100])
+}
+
+func readLine(t *testing.T, r *bufio.Reader) string {
+	t.Helper()
+	l, err := r.ReadString('\n')
+	require.NoError(t, err)
+	return l
+}
+
+// count runs a pgrep-like count of the sandbox's processes whose command line starts with
+// prefix (busybox ps).
+func count(t *testing.T, b *Backend, h backend.Handle, prefix string) string {
+	t.Helper()
+	r, err := run(t, context.Background(), b, h, "ps -o args | grep -c '^"+prefix+"' || true")
+	require.NoError(t, err)
+	return strings.TrimSpace(r.stdout)
+}
+
+// TestKubeManagedProcess: managed processes run under the Pod's agent daemon with stdin,
+// stdout, stderr, exit codes and signals, with the Docker backend's exit code rules.
+func TestKubeManagedProcess(t *testing.T) {
+	c := newCluster(t)
+	b := c.backend("0123456789ab", "", nil)
+	ctx := context.Background()
+	s := spec("ws-0123456789abcdef01234567-g1-mcp")
+	s.Persistent = true
+	h, err := b.Start(ctx, s)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Stop(context.Background(), h) })
+
+	t.Run("stdin stdout round trip, exit on stdin close", func(t *testing.T) {
+		p, err := b.StartProcess(ctx, h, backend.ProcessRequest{
+			Argv: []string{"sh", "-lc", `echo "boot $GREETING" >&2; while read -r l; do echo "got:$l"; done; exit 3`},
+			Env:  []backend.EnvVar{{Key: "GREETING", Value: "hi"}}})
+		require.NoError(t, err)
+		assert.Equal(t, "boot hi\n", readLine(t, bufio.NewReader(p.Stderr())))
+		out := bufio.NewReader(p.Stdout())
+		for _, msg := range []string{`{"jsonrpc":"2.0","id":1}`, "second line"} {
+			_, err = io.WriteString(p.Stdin(), msg+"\n")
+			require.NoError(t, err)
+			assert.Equal(t, "got:"+msg+"\n", readLine(t, out))
+		}
+		require.NoError(t, p.Stdin().Close())
+		code, err := p.Wait(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, 3, code)
+		_, err = p.Stdin().Write([]byte("late\n"))
+		assert.ErrorIs(t, err, io.ErrClosedPipe)
+	})
+
+	cases := []struct {
+		name   string
+		script string
+		stop   func(backend.Process) error
+		want   int
+	}{
+		{"terminate", "echo ready; exec sleep 300", func(p backend.Process) error { return p.Terminate(ctx) }, -15},
+		{"kill", "echo ready; exec sleep 300", func(p backend.Process) error { return p.Kill(ctx) }, -9},
+		{"kill reaches children", "sleep 299 & echo ready; exec sleep 300", func(p backend.Process) error { return p.Kill(ctx) }, -9},
+		{"kill after a TERM trap", `trap 'echo ignored' TERM; echo ready; while true; do sleep 298; done`, func(p backend.Process) error {
+			require.NoError(t, p.Terminate(ctx))
+			return p.Kill(ctx)
+		}, -9},
+		{"exit status 137 without a signal from boxd stays 137", "echo ready; read x; exit 137", func(p backend.Process) error {
+			_, err := io.WriteString(p.Stdin(), "go\n")
+			return err
+		}, 137},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := b.StartProcess(ctx, h, backend.ProcessRequest{Argv: []string{"sh", "-lc", tc.script}})
+			require.NoError(t, err)
+			go func() { _, _ = io.Copy(io.Discard, p.Stderr()) }()
+			stdout := bufio.NewReader(p.Stdout())
+			require.Equal(t, "ready\n", readLine(t, stdout))
+			go func() { _, _ = io.Copy(io.Discard, stdout) }()
+			require.NoError(t, tc.stop(p))
+			code, err := p.Wait(ctx)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, code)
+			assert.Equal(t, "0", count(t, b, h, "sleep 29[89]"), "nothing of the process is left")
+		})
+	}
+
+	t.Run("session removal ends a process with -9", func(t *testing.T) {
+		h2, err := b.Start(ctx, spec("ws-0123456789abcdef01234567-g1-gone"))
+		require.NoError(t, err)
+		p, err := b.StartProcess(ctx, h2, backend.ProcessRequest{Argv: []string{"sh", "-lc", "echo ready; exec sleep 300"}})
+		require.NoError(t, err)
+		require.Equal(t, "ready\n", readLine(t, bufio.NewReader(p.Stdout())))
+		require.NoError(t, b.Stop(ctx, h2))
+		code, err := p.Wait(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, -9, code)
+	})
+}
+
+// dropStream closes boxd's current exec stream to the Pod's agent, as an API server restart
+// or an idle timeout does.
+func dropStream(t *testing.T, b *Backend, pod string) {
+	t.Helper()
+	b.mu.Lock()
+	s := b.sandboxes[pod]
+	b.mu.Unlock()
+	require.NotNil(t, s)
+	s.smu.Lock()
+	st := s.stream
+	s.smu.Unlock()
+	require.NotNil(t, st)
+	st.close()
+	<-st.done
+}
+
+// killRelay is a command that kills every `boxagent connect` relay of the sandbox from inside
+// (the exec stream it runs on included: it completes through the re-attach).
+const killRelay = `for d in /proc/[0-9]*; do if tr '\0' ' ' < $d/cmdline 2>/dev/null | grep -q '^/.boxd-agent/boxagent connect'; then kill -9 ${d#/proc/}; fi; done; echo killed`
+
+// TestKubeReattachAfterDroppedStream: a managed process (an MCP-style echo server, driven
+// through the session layer as the relay drives it) and a running box_exec survive the agent
+// stream being dropped for real, by boxd's side closing it or by its relay process being
+// killed inside the sandbox; boxd opens a new exec stream and re-attaches both.
+func TestKubeReattachAfterDroppedStream(t *testing.T) {
+	c := newCluster(t)
+	b := c.backend("0123456789ab", "", nil)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	mgr := session.NewManager(b, config.DefaultLimits, log)
+	t.Cleanup(func() { mgr.Release(context.Background()) })
+	ctx := context.Background()
+	physical := "ws-0123456789abcdef01234567-g1-drop"
+	sp := session.Spec{Cmd: "true", Workdir: "/", TimeoutSec: 60, Network: "off", Image: sandboxImage(), HostPathMode: "rw",
+		MountPath: "/workspace", CPUs: 0.5, MemoryMB: 128, PidsLimit: 64, Persistent: true}
+	res, err := mgr.Exec(ctx, physical, sp)
+	require.NoError(t, err)
+	require.Equal(t, 0, res.ExitCode, res.Stderr)
+	sess, err := mgr.Get(physical)
+	require.NoError(t, err)
+	pod := sess.Handle.ID
+
+	p, err := mgr.StartProcess(ctx, physical, session.ProcessSpec{ProcessID: "echo", Command: "sh",
+		Args: []string{"-c", `echo "pid $$"; while read -r l; do echo "echo:$l"; done`}, Cwd: "/"})
+	require.NoError(t, err)
+	pid := <-p.Lines
+	require.True(t, strings.HasPrefix(pid, "pid "), pid)
+	round := func(msg string) {
+		t.Helper()
+		_, err := io.WriteString(p.Stdin(), msg+"\n")
+		require.NoError(t, err)
+		assert.Equal(t, "echo:"+msg, <-p.Lines)
+	}
+	round(`{"jsonrpc":"2.0","id":0,"method":"initialize"}`)
+
+	drops := []struct {
+		name string
+		drop func(t *testing.T)
+	}{
+		{"boxd closes its exec stream", func(t *testing.T) { dropStream(t, b, pod) }},
+		{"the relay is killed inside the sandbox", func(t *testing.T) {
+			r, err := run(t, ctx, b, sess.Handle, killRelay)
+			require.NoError(t, err, "the exec that killed its own stream completes after the re-attach")
+			assert.Equal(t, result{0, "killed\n", ""}, r)
+		}},
+	}
+	for i, d := range drops {
+		t.Run(d.name, func(t *testing.T) {
+			d.drop(t)
+			// Written right after the drop: held by boxd until the new stream re-attached.
+			round(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"ping"}`, i+1))
+			r, err := run(t, ctx, b, sess.Handle, "cat /proc/"+strings.TrimPrefix(pid, "pid ")+"/cmdline | tr '\\0' ' '")
+			require.NoError(t, err)
+			assert.Contains(t, r.stdout, "while read -r l", "the process started first still runs")
+			info := p.Info()
+			assert.Equal(t, "running", info["status"])
+		})
+	}
+	require.NoError(t, mgr.StopProcess(ctx, physical, "echo"))
+	<-p.Done()
+	assert.Equal(t, -15, p.Info()["exit_code"])
 }

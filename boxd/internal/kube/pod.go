@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -45,7 +46,13 @@ const (
 	AgentDir = "/.boxd-agent"
 	// AgentPath is the agent binary in the sandbox container.
 	AgentPath = AgentDir + "/boxagent"
-	// KeepAlive is the sandbox's main command, as on Docker (§9.1.2).
+	// AgentSocket is where the agent daemon (the sandbox container's main process) listens: an
+	// abstract unix socket of the Pod's network namespace. It needs no writable directory, it
+	// is bound before any sandbox process runs, and nothing can take the name over while the
+	// daemon (PID 1) lives.
+	AgentSocket = "@boxd-agent"
+	// KeepAlive is the Docker backend's main command (§9.1.2); a sandbox Pod runs the agent
+	// daemon instead (DaemonCommand).
 	KeepAlive = "while true; do sleep 3600; done"
 	// TmpSize bounds the /tmp emptyDir of a read-only root file system (the Docker backend's
 	// tmpfs is 64 MiB too). Kubernetes enforces it by eviction, not ENOSPC.
@@ -55,6 +62,14 @@ const (
 	boxRootVolume = "box-root"
 	tmpVolume     = "tmp"
 )
+
+// DaemonCommand is the sandbox container's main command: the exec agent as the container's
+// init (PID 1: it reaps orphans, and commands and managed processes outlive a dropped exec
+// stream). Its environment and working directory are the container's, as an exec's are.
+func DaemonCommand() []string { return []string{AgentPath, "daemon", "--socket", AgentSocket} }
+
+// ConnectCommand is what each exec stream of boxd runs: a relay to the daemon.
+func ConnectCommand() []string { return []string{AgentPath, "connect", "--socket", AgentSocket} }
 
 var nameRun = regexp.MustCompile(`[^a-z0-9-]+`)
 
@@ -193,7 +208,7 @@ func buildPod(spec backend.SessionSpec, subs []subPathMount, set Settings, id po
 	initSC.RunAsUser, initSC.RunAsGroup, initSC.RunAsNonRoot = ptr.To(int64(65534)), ptr.To(int64(65534)), ptr.To(true)
 	sandbox := corev1.Container{
 		Name: SandboxContainer, Image: spec.Image, ImagePullPolicy: set.ImagePullPolicy,
-		Command:         []string{"sh", "-lc", KeepAlive},
+		Command:         DaemonCommand(),
 		Resources:       corev1.ResourceRequirements{Limits: limits, Requests: requests},
 		SecurityContext: hardened(spec.ReadOnlyRootfs),
 		VolumeMounts:    []corev1.VolumeMount{{Name: agentVolume, MountPath: AgentDir, ReadOnly: true}},
@@ -253,6 +268,16 @@ func minQuantity(a, b resource.Quantity) resource.Quantity {
 		return a
 	}
 	return b
+}
+
+// runsDaemon reports whether the Pod's sandbox container runs the agent daemon (DaemonCommand).
+func runsDaemon(p *corev1.Pod) bool {
+	for _, c := range p.Spec.Containers {
+		if c.Name == SandboxContainer {
+			return slices.Equal(c.Command, DaemonCommand())
+		}
+	}
+	return false
 }
 
 // specFromPod rebuilds the session spec of a Pod boxd created; ok is false when the Pod

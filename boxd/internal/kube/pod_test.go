@@ -150,7 +150,7 @@ func TestBuildPod(t *testing.T) {
 	require.Len(t, ps.Containers, 1)
 	c := ps.Containers[0]
 	assert.Equal(t, "busybox", c.Image)
-	assert.Equal(t, []string{"sh", "-lc", KeepAlive}, c.Command)
+	assert.Equal(t, []string{"/.boxd-agent/boxagent", "daemon", "--socket", "@boxd-agent"}, c.Command)
 	for _, sc := range []*corev1.SecurityContext{c.SecurityContext, ic.SecurityContext} {
 		assert.False(t, *sc.AllowPrivilegeEscalation)
 		assert.Equal(t, []corev1.Capability{"ALL"}, sc.Capabilities.Drop)
