@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,7 +34,10 @@ func TestBoxKubernetesOnRealNode(t *testing.T) {
 	_, err := e.cs.CoreV1().Namespaces().Create(ctx, nsObj, metav1.CreateOptions{})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = e.cs.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
-	e.install("langbot", ns, true, "-f", e.values("real-node.yaml"), "-f", filepath.Join(e.chart(), "ci", "box-kubernetes-values.yaml"))
+	// networkPolicy.enabled: boxd and the plugin runtime accept only langbot; the sandbox
+	// policies are rendered either way. The cluster enforces them (kube-network-policies).
+	e.install("langbot", ns, true, "-f", e.values("real-node.yaml"), "-f", filepath.Join(e.chart(), "ci", "box-kubernetes-values.yaml"),
+		"--set", "networkPolicy.enabled=true")
 
 	status := e.outcome(ns, "the stand-in's sandbox round trip through sandbox Pods", 4*time.Minute, func(o standinOutcome) bool { return o.Box.State == "ok" }).Box
 	assert.Equal(t, "written by the langbot stand-in", status.Exec["stdout"])
@@ -81,10 +86,47 @@ func TestBoxKubernetesOnRealNode(t *testing.T) {
 		})
 	}
 
+	// The chart's sandbox policies, enforced: a network=off sandbox (the stand-in's session)
+	// reaches nothing, not boxd, langbot, the API server's Service or CoreDNS; a network=on
+	// sandbox (mcp-shared) still reaches none of the cluster's private addresses. langbot
+	// reached boxd through its policy: the round trip above went through it.
+	off, on := sandboxWithNetwork(t, sandboxes, "off"), sandboxWithNetwork(t, sandboxes, "on")
+	boxIP, lbIP := e.onePod(ns, "box").Status.PodIP, e.onePod(ns, "langbot").Status.PodIP
+	apiIP, apiPort := e.isoAPIServerEndpoint()
+	for _, tc := range []struct {
+		name  string
+		from  corev1.Pod
+		probe isoProbe
+	}{
+		{"off -> boxd", off, isoProbe{addr: boxIP + ":5410", reached: "HTTP/1."}},
+		{"off -> langbot", off, isoProbe{addr: lbIP + ":5300", reached: "HTTP/1."}},
+		{"off -> API server Service", off, isoProbe{addr: "10.96.0.1:443", reached: "HTTP/1."}},
+		{"off -> API server endpoint", off, isoProbe{addr: net.JoinHostPort(apiIP, fmt.Sprint(apiPort)), reached: "HTTP/1."}},
+		{"off -> CoreDNS", off, isoProbe{dns: "kubernetes.default.svc.cluster.local", reached: "Address"}},
+		{"on -> boxd", on, isoProbe{addr: boxIP + ":5410", reached: "HTTP/1."}},
+		{"on -> langbot", on, isoProbe{addr: lbIP + ":5300", reached: "HTTP/1."}},
+		{"on -> API server Service", on, isoProbe{addr: "10.96.0.1:443", reached: "HTTP/1."}},
+	} {
+		reached, detail := e.isoReach(ns, tc.from.Name, tc.probe)
+		assert.False(t, reached, "%s: the sandbox got through: %s", tc.name, firstLine(detail))
+	}
+
 	e.helmOK("uninstall", "langbot", "-n", ns, "--wait", "--timeout", "2m")
 	e.poll("every sandbox Pod to go with the release", 2*time.Minute, func(ctx context.Context) (bool, error) {
 		return len(e.sandboxPods(ns)) == 0, nil
 	})
+}
+
+// sandboxWithNetwork is the sandbox Pod labelled langbot.box/network=value.
+func sandboxWithNetwork(t *testing.T, pods []corev1.Pod, value string) corev1.Pod {
+	t.Helper()
+	for _, p := range pods {
+		if p.Labels["langbot.box/network"] == value {
+			return p
+		}
+	}
+	require.Failf(t, "no sandbox Pod", "none with langbot.box/network=%s among %d", value, len(pods))
+	return corev1.Pod{}
 }
 
 // sandboxPods are the Pods boxd made in ns (label langbot.box=true), not being deleted.
