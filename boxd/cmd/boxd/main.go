@@ -62,6 +62,7 @@ func main() {
 		TrustedInstance: os.Getenv("LANGBOT_BOX_TRUSTED_INSTANCE_UUID"),
 		ConfigJSON:      os.Getenv("LANGBOT_BOX_CONFIG"),
 		Scope:           os.Getenv("BOXD_SCOPE"),
+		NodeName:        os.Getenv("BOXD_NODE_NAME"),
 		Stdin:           os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Logger: log,
 		AuditLog:                *auditLog,
 		Conn:                    conn,

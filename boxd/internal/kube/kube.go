@@ -52,6 +52,9 @@ type Options struct {
 	// at every Start (box_init changes them): the mount policy of internal/mounts.
 	AllowedMountRoots func() []string
 	HostRoot          func() string
+	// NodeName (BOXD_NODE_NAME, from the downward API's spec.nodeName) is boxd's own node:
+	// with box_root.pin_to_node every sandbox Pod must run there.
+	NodeName string
 	// Rest is the client configuration; nil = in-cluster config, else KUBECONFIG (or
 	// ~/.kube/config), which also gives the default namespace.
 	Rest   *rest.Config
@@ -68,6 +71,9 @@ type Backend struct {
 
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox // by Pod name
+
+	omu   sync.Mutex
+	owner *metav1.OwnerReference // owner_config_map, once read
 }
 
 // New builds the client (nothing is contacted yet: readiness reports an unreachable API).
@@ -82,6 +88,14 @@ func New(opts Options) (*Backend, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.Settings.PinToNode {
+		if opts.NodeName == "" {
+			return nil, errors.New("kubernetes backend: box.kubernetes.box_root.pin_to_node is true (the box root claim is ReadWriteOnce) but BOXD_NODE_NAME is empty: set BOXD_NODE_NAME in boxd's container from the downward API (fieldRef spec.nodeName), as the chart does")
+		}
+		if e := validation.IsDNS1123Subdomain(opts.NodeName); len(e) > 0 {
+			return nil, fmt.Errorf("kubernetes backend: BOXD_NODE_NAME %q is not a node name (%s): set it from the downward API (fieldRef spec.nodeName)", opts.NodeName, strings.Join(e, "; "))
+		}
 	}
 	if opts.AllowedMountRoots == nil {
 		opts.AllowedMountRoots = func() []string { return nil }
@@ -117,7 +131,36 @@ func New(opts Options) (*Backend, error) {
 	b := &Backend{cs: cs, rest: cfg, set: set, opts: opts, log: opts.Logger, sandboxes: map[string]*sandbox{}}
 	b.log.Info(fmt.Sprintf("LangBot Box kubernetes backend: namespace=%s box_root_claim=%q mount_path=%q agent_image=%s; not enforced per Pod: pids_limit (Kubernetes has only a node-wide PID limit), network=off (needs a NetworkPolicy selecting %s=off)",
 		set.Namespace, set.ClaimName, set.ClaimMountPath, set.AgentImage, LabelNetwork))
+	if set.PinToNode {
+		b.log.Info(fmt.Sprintf("LangBot Box kubernetes backend: sandbox Pods are pinned to node %s (box_root.pin_to_node: the box root claim %s can be mounted on one node only)", opts.NodeName, set.ClaimName))
+	}
+	if set.OwnerConfigMap == "" {
+		b.log.Warn("LangBot Box kubernetes backend: box.kubernetes.owner_config_map is empty: sandbox Pods get no owner reference, so uninstalling the release does not remove them")
+	}
 	return b, nil
+}
+
+// ownerRef returns the owner reference for sandbox Pods, reading owner_config_map the first
+// time (Recover does it at start-up; a failed read is tried again by the next Start). nil
+// when owner_config_map is empty.
+func (b *Backend) ownerRef(ctx context.Context) (*metav1.OwnerReference, error) {
+	if b.set.OwnerConfigMap == "" {
+		return nil, nil
+	}
+	b.omu.Lock()
+	defer b.omu.Unlock()
+	if b.owner != nil {
+		return b.owner, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	cm, err := b.cs.CoreV1().ConfigMaps(b.set.Namespace).Get(ctx, b.set.OwnerConfigMap, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("read box.kubernetes.owner_config_map %s/%s (every sandbox Pod is owned by it, so that uninstalling the release removes them): %w: create it (the chart does) and let boxd's Role get it, or set owner_config_map to \"\"", b.set.Namespace, b.set.OwnerConfigMap, err)
+	}
+	b.owner = ownerReference(cm)
+	b.log.Info(fmt.Sprintf("LangBot Box kubernetes backend: sandbox Pods are owned by ConfigMap %s/%s (uid %s): deleting it removes them", b.set.Namespace, cm.Name, cm.UID))
+	return b.owner, nil
 }
 
 // Namespace is where the sandbox Pods live.
@@ -193,8 +236,17 @@ func (b *Backend) Start(ctx context.Context, spec backend.SessionSpec) (backend.
 	if err != nil {
 		return backend.Handle{}, err
 	}
+	owner, err := b.ownerRef(ctx)
+	if err != nil {
+		return backend.Handle{}, backendErr(err)
+	}
+	node := ""
+	if b.set.PinToNode {
+		node = b.opts.NodeName
+	}
 	name := PodName(spec.PhysicalID)
-	pod, err := buildPod(spec, subs, b.set, podIdentity{Name: name, Namespace: b.set.Namespace, InstanceID: b.opts.InstanceID, Scope: b.opts.Scope})
+	pod, err := buildPod(spec, subs, b.set, podIdentity{Name: name, Namespace: b.set.Namespace, InstanceID: b.opts.InstanceID, Scope: b.opts.Scope,
+		Node: node, Owner: owner})
 	if err != nil {
 		return backend.Handle{}, backendErr(err)
 	}
@@ -450,6 +502,10 @@ func (b *Backend) StartProcess(ctx context.Context, h backend.Handle, req backen
 func (b *Backend) Recover(ctx context.Context, currentInstanceID string) ([]backend.Adopted, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, listTimeout)
 	defer cancel()
+	// Start-up: the owner ConfigMap is read now, so that a missing one is reported at once.
+	if _, err := b.ownerRef(ctx); err != nil {
+		b.log.Warn("LangBot Box kubernetes backend: " + err.Error() + " (sessions cannot be created until it can be read)")
+	}
 	list, err := b.cs.CoreV1().Pods(b.set.Namespace).List(ctx, metav1.ListOptions{LabelSelector: b.selector()})
 	if err != nil {
 		return nil, 0, fmt.Errorf("list pods %s in namespace %s: %w", b.selector(), b.set.Namespace, err)

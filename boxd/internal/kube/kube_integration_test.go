@@ -116,6 +116,12 @@ func (c *cluster) poll(what string, timeout time.Duration, cond func(ctx context
 // backend builds a kubernetes backend on the test namespace; extra overrides box.kubernetes keys.
 func (c *cluster) backend(instance, scope string, extra map[string]any) *Backend {
 	c.t.Helper()
+	return c.backendOn("", instance, scope, extra)
+}
+
+// backendOn is backend with BOXD_NODE_NAME set to node.
+func (c *cluster) backendOn(node, instance, scope string, extra map[string]any) *Backend {
+	c.t.Helper()
 	raw := map[string]any{"namespace": c.ns, "box_root": map[string]any{"claim_name": "box-root", "mount_path": c.claimDir},
 		"agent_image": envOr("BOXD_KUBE_AGENT_IMAGE", DefaultAgentImage), "image_pull_policy": "IfNotPresent",
 		// The real node: the cluster's kwok nodes only pretend to run Pods.
@@ -125,9 +131,11 @@ func (c *cluster) backend(instance, scope string, extra map[string]any) *Backend
 	}
 	set, err := ParseSettings(raw, "")
 	require.NoError(c.t, err)
-	b, err := New(Options{InstanceID: instance, Scope: scope, Settings: set, Rest: c.rest,
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	RouteKlog(log) // as boxd does: client-go's noise about streams boxd closed is debug
+	b, err := New(Options{InstanceID: instance, Scope: scope, Settings: set, Rest: c.rest, NodeName: node,
 		AllowedMountRoots: func() []string { return []string{c.claimDir} }, HostRoot: func() string { return c.claimDir },
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		Logger: log})
 	require.NoError(c.t, err)
 	c.t.Cleanup(func() { _ = b.Close() })
 	return b
@@ -596,4 +604,52 @@ func TestKubeReattachAfterDroppedStream(t *testing.T) {
 	require.NoError(t, mgr.StopProcess(ctx, physical, "echo"))
 	<-p.Done()
 	assert.Equal(t, -15, p.Info()["exit_code"])
+}
+
+// TestKubeOwnerReferenceAndPinning: sandbox Pods are owned by the chart's ConfigMap (deleting
+// it, as helm uninstall does, removes them through the garbage collector); a missing one fails
+// the create with the fix; box_root.pin_to_node pins them to BOXD_NODE_NAME.
+func TestKubeOwnerReferenceAndPinning(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	root := func(pin bool) map[string]any {
+		return map[string]any{"claim_name": "box-root", "mount_path": c.claimDir, "pin_to_node": pin}
+	}
+
+	missing := c.backendOn("lbk-node", "0123456789ab", "", map[string]any{"owner_config_map": "no-such-config-map", "box_root": root(true)})
+	_, err := missing.Start(ctx, spec("ws-0123456789abcdef01234567-g1-own0"))
+	var be *backend.Error
+	require.ErrorAs(t, err, &be)
+	for _, want := range []string{"owner_config_map " + c.ns + "/no-such-config-map", "not found", `set owner_config_map to ""`} {
+		assert.Contains(t, be.Message, want)
+	}
+	assert.Empty(t, c.pods(LabelBox+"=true"), "nothing is created without the owner")
+
+	cm, err := c.cs.CoreV1().ConfigMaps(c.ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "box-sandboxes"}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	b := c.backendOn("lbk-node", "0123456789ab", "", map[string]any{"owner_config_map": "box-sandboxes", "box_root": root(true)})
+	_, removed, err := b.Recover(ctx, "0123456789ab") // start-up: reads the owner
+	require.NoError(t, err)
+	assert.Zero(t, removed)
+	h, err := b.Start(ctx, spec("ws-0123456789abcdef01234567-g1-own1"))
+	require.NoError(t, err)
+	p, err := c.cs.CoreV1().Pods(c.ns).Get(ctx, h.ID, metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: "box-sandboxes", UID: cm.UID}}, p.OwnerReferences)
+	assert.Equal(t, "lbk-node", p.Spec.NodeName)
+	require.NotNil(t, p.Spec.Affinity)
+	assert.Equal(t, []string{"lbk-node"}, p.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms[0].MatchFields[0].Values)
+
+	elsewhere := c.backendOn("no-such-node", "0123456789ab", "", map[string]any{"owner_config_map": "box-sandboxes", "box_root": root(true),
+		"schedule_timeout_sec": 3})
+	_, err = elsewhere.Start(ctx, spec("ws-0123456789abcdef01234567-g1-own2"))
+	require.ErrorAs(t, err, &be)
+	assert.Contains(t, be.Message, "unschedulable")
+	c.poll("the unschedulable pod removed", time.Minute, func(ctx context.Context) (bool, error) {
+		return len(c.pods(LabelBox+"=true")) == 1, nil
+	})
+
+	// helm uninstall deletes the ConfigMap: the garbage collector deletes the sandbox Pods.
+	require.NoError(t, c.cs.CoreV1().ConfigMaps(c.ns).Delete(ctx, "box-sandboxes", metav1.DeleteOptions{}))
+	c.waitNoPods(LabelBox + "=true")
 }

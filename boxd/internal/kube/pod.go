@@ -152,6 +152,10 @@ func claimSubPaths(pol mounts.Policy, ms []backend.Mount, set Settings) ([]subPa
 // podIdentity is what ties a Pod to this runtime.
 type podIdentity struct {
 	Name, Namespace, InstanceID, Scope string
+	// Node, when set, is the node the Pod must run on (box_root.pin_to_node).
+	Node string
+	// Owner, when set, is the owner reference every sandbox Pod gets (owner_config_map).
+	Owner *metav1.OwnerReference
 }
 
 // buildPod is the sandbox Pod for spec: restricted security context, the agent delivered by
@@ -260,6 +264,17 @@ func buildPod(spec backend.SessionSpec, subs []subPathMount, set Settings, id po
 	if set.RuntimeClassName != "" {
 		pod.Spec.RuntimeClassName = ptr.To(set.RuntimeClassName)
 	}
+	if id.Owner != nil {
+		pod.OwnerReferences = []metav1.OwnerReference{*id.Owner}
+	}
+	if id.Node != "" {
+		// The node that holds the ReadWriteOnce box root claim (boxd's own): matchFields on
+		// metadata.name, as the DaemonSet controller pins its Pods.
+		pod.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchFields: []corev1.NodeSelectorRequirement{{Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: []string{id.Node}}},
+			}}}}}
+	}
 	return pod, nil
 }
 
@@ -278,6 +293,13 @@ func runsDaemon(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// ownerReference is the owner reference of sandbox Pods to the chart's ConfigMap: no
+// controller, blockOwnerDeletion unset (boxd's Role has no update on it), so the garbage
+// collector deletes the Pods once the ConfigMap is gone.
+func ownerReference(cm *corev1.ConfigMap) *metav1.OwnerReference {
+	return &metav1.OwnerReference{APIVersion: "v1", Kind: "ConfigMap", Name: cm.Name, UID: cm.UID}
 }
 
 // specFromPod rebuilds the session spec of a Pod boxd created; ok is false when the Pod

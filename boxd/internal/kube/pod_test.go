@@ -58,7 +58,20 @@ func TestParseSettings(t *testing.T) {
 				assert.Equal(t, corev1.PullNever, s.ImagePullPolicy)
 				assert.Equal(t, 5.0, s.ScheduleTimeout.Seconds())
 			}},
-		{name: "unknown key", raw: map[string]any{"namespce": "x"}, err: `unknown field "namespce"`},
+		{name: "unknown key", raw: map[string]any{"namespce": "x"}, err: `unknown key "namespce" in box.kubernetes: remove it or fix its spelling (the keys are namespace, `},
+		{name: "owner and pinning", raw: map[string]any{"owner_config_map": "langbot-box-sandboxes",
+			"box_root": map[string]any{"claim_name": "box-root", "pin_to_node": true}},
+			want: func(t *testing.T, s Settings) {
+				assert.Equal(t, "langbot-box-sandboxes", s.OwnerConfigMap)
+				assert.True(t, s.PinToNode)
+			}},
+		{name: "pin_to_node not a boolean", raw: map[string]any{"box_root": map[string]any{"claim_name": "c", "pin_to_node": "yes"}},
+			err: "box.kubernetes.box_root.pin_to_node must be a boolean (true or false), not a JSON string"},
+		{name: "timeout not a number", raw: map[string]any{"start_timeout_sec": "60"}, err: "box.kubernetes.start_timeout_sec must be a whole number, not a JSON string"},
+		{name: "labels not an object", raw: map[string]any{"labels": []any{"a"}}, err: "box.kubernetes.labels must be an object, not a JSON array"},
+		{name: "pin_to_node without a claim", raw: map[string]any{"box_root": map[string]any{"pin_to_node": true}},
+			err: "box.kubernetes.box_root.pin_to_node is true but box.kubernetes.box_root.claim_name is empty: pinning follows the box root claim; name the claim or set pin_to_node to false"},
+		{name: "bad owner ConfigMap name", raw: map[string]any{"owner_config_map": "Not_A_Name"}, err: `box.kubernetes.owner_config_map "Not_A_Name" is not a valid name`},
 		{name: "bad namespace", raw: map[string]any{"namespace": "Not_A_Name"}, err: "box.kubernetes.namespace"},
 		{name: "reserved label", raw: map[string]any{"labels": map[string]any{"langbot.box/scope": "x"}}, err: "reserved for boxd"},
 		{name: "bad label value", raw: map[string]any{"labels": map[string]any{"a": "not a value"}}, err: `box.kubernetes.labels["a"]`},
@@ -191,6 +204,37 @@ func TestBuildPodMinimal(t *testing.T) {
 	assert.NotContains(t, pod.Labels, LabelScope)
 	assert.Equal(t, "500m", c.Resources.Requests.Cpu().String(), "a request above the limit is capped at the limit")
 	assert.Equal(t, "256Mi", c.Resources.Requests.Memory().String())
+}
+
+func TestBuildPodOwnerAndPinning(t *testing.T) {
+	spec := backend.SessionSpec{PhysicalID: "s", Image: "img"}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "langbot-box-sandboxes", UID: "1f0e-uid"}}
+	cases := []struct {
+		name     string
+		id       podIdentity
+		owners   []metav1.OwnerReference
+		affinity *corev1.Affinity
+	}{
+		{name: "neither", id: podIdentity{Name: "p", Namespace: "ns", InstanceID: "i"}},
+		{name: "owned by the chart's ConfigMap", id: podIdentity{Name: "p", Namespace: "ns", InstanceID: "i", Owner: ownerReference(cm)},
+			owners: []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: "langbot-box-sandboxes", UID: "1f0e-uid"}}},
+		{name: "pinned to boxd's node", id: podIdentity{Name: "p", Namespace: "ns", InstanceID: "i", Node: "node-a"},
+			affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+				NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchFields: []corev1.NodeSelectorRequirement{
+					{Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: []string{"node-a"}}}}}}}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pod, err := buildPod(spec, nil, testSettings(t, nil), tc.id)
+			require.NoError(t, err)
+			assert.Equal(t, tc.owners, pod.OwnerReferences)
+			for _, o := range pod.OwnerReferences {
+				assert.Nil(t, o.Controller, "not a controller")
+				assert.Nil(t, o.BlockOwnerDeletion, "blockOwnerDeletion unset")
+			}
+			assert.Equal(t, tc.affinity, pod.Spec.Affinity)
+		})
+	}
 }
 
 func TestSpecFromPod(t *testing.T) {

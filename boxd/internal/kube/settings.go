@@ -3,8 +3,10 @@ package kube
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -36,6 +38,13 @@ type Settings struct {
 	// ClaimMountPath; every host_path and extra mount becomes a subPath of it.
 	ClaimName      string
 	ClaimMountPath string
+	// PinToNode (box_root.pin_to_node, set by the chart when the claim is ReadWriteOnce or
+	// ReadWriteOncePod) gives every sandbox Pod a required node affinity to boxd's own node
+	// (BOXD_NODE_NAME), the only node that can mount the claim.
+	PinToNode bool
+	// OwnerConfigMap is a ConfigMap the chart owns, in Namespace: every sandbox Pod gets an
+	// owner reference to it, so that deleting it (helm uninstall) deletes the Pods. "" = none.
+	OwnerConfigMap string
 	AgentImage     string
 	CPURequest     resource.Quantity
 	MemoryRequest  resource.Quantity
@@ -60,7 +69,9 @@ type wireSettings struct {
 	BoxRoot           struct {
 		ClaimName string `json:"claim_name"`
 		MountPath string `json:"mount_path"`
+		PinToNode bool   `json:"pin_to_node"`
 	} `json:"box_root"`
+	OwnerConfigMap     string `json:"owner_config_map"`
 	AgentImage         string `json:"agent_image"`
 	CPURequest         string `json:"cpu_request"`
 	MemoryRequest      string `json:"memory_request"`
@@ -81,13 +92,14 @@ func ParseSettings(raw any, hostRoot string) (Settings, error) {
 		dec := json.NewDecoder(bytes.NewReader(data))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&w); err != nil {
-			return Settings{}, fmt.Errorf("box.kubernetes must be an object with the keys namespace, runtime_class_name, node_selector, tolerations, priority_class_name, labels, annotations, image_pull_secrets, image_pull_policy, box_root {claim_name, mount_path}, agent_image, cpu_request, memory_request, start_timeout_sec, schedule_timeout_sec: %v", err)
+			return Settings{}, decodeErr(err)
 		}
 	}
 	s := Settings{Namespace: w.Namespace, RuntimeClassName: w.RuntimeClassName, NodeSelector: w.NodeSelector,
 		Tolerations: w.Tolerations, PriorityClassName: w.PriorityClassName, Labels: w.Labels, Annotations: w.Annotations,
 		ImagePullSecrets: w.ImagePullSecrets, ImagePullPolicy: corev1.PullPolicy(w.ImagePullPolicy),
-		ClaimName: w.BoxRoot.ClaimName, ClaimMountPath: w.BoxRoot.MountPath, AgentImage: w.AgentImage}
+		ClaimName: w.BoxRoot.ClaimName, ClaimMountPath: w.BoxRoot.MountPath, PinToNode: w.BoxRoot.PinToNode,
+		OwnerConfigMap: w.OwnerConfigMap, AgentImage: w.AgentImage}
 	var errs []string
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
 	name := func(key, v string, check func(string) []string) {
@@ -101,6 +113,10 @@ func ParseSettings(raw any, hostRoot string) (Settings, error) {
 	name("runtime_class_name", s.RuntimeClassName, validation.IsDNS1123Subdomain)
 	name("priority_class_name", s.PriorityClassName, validation.IsDNS1123Subdomain)
 	name("box_root.claim_name", s.ClaimName, validation.IsDNS1123Subdomain)
+	name("owner_config_map", s.OwnerConfigMap, validation.IsDNS1123Subdomain)
+	if s.PinToNode && s.ClaimName == "" {
+		bad("box.kubernetes.box_root.pin_to_node is true but box.kubernetes.box_root.claim_name is empty: pinning follows the box root claim; name the claim or set pin_to_node to false")
+	}
 	for i, p := range s.ImagePullSecrets {
 		name(fmt.Sprintf("image_pull_secrets[%d]", i), p, validation.IsDNS1123Subdomain)
 		if p == "" {
@@ -187,4 +203,30 @@ func ParseSettings(raw any, hostRoot string) (Settings, error) {
 		return Settings{}, fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
 	return s, nil
+}
+
+// settingsKeys lists the keys of box.kubernetes, for errors.
+const settingsKeys = "namespace, runtime_class_name, node_selector, tolerations, priority_class_name, labels, annotations, image_pull_secrets, image_pull_policy, box_root {claim_name, mount_path, pin_to_node}, owner_config_map, agent_image, cpu_request, memory_request, start_timeout_sec, schedule_timeout_sec"
+
+// decodeErr names the key a JSON decoding error is about and what it must be.
+func decodeErr(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		want := "a " + te.Type.Kind().String()
+		switch te.Type.Kind() {
+		case reflect.Map, reflect.Struct:
+			want = "an object"
+		case reflect.Slice:
+			want = "a list"
+		case reflect.Int, reflect.Int64, reflect.Int32:
+			want = "a whole number"
+		case reflect.Bool:
+			want = "a boolean (true or false)"
+		}
+		return fmt.Errorf("box.kubernetes.%s must be %s, not a JSON %s", te.Field, want, te.Value)
+	}
+	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return fmt.Errorf("unknown key %s in box.kubernetes: remove it or fix its spelling (the keys are %s)", f, settingsKeys)
+	}
+	return fmt.Errorf("box.kubernetes must be an object with the keys %s: %v", settingsKeys, err)
 }

@@ -16,14 +16,15 @@ import (
 // anything else the Docker Engine backend that newDocker builds. cgroupV2 is nil when the
 // backend cannot tell. current returns the live configuration (box_init changes the mount
 // policy).
-func newBackend(cfg config.Config, instanceID, scope string, log *slog.Logger, current func() config.Config,
+func newBackend(cfg config.Config, instanceID, scope, nodeName string, log *slog.Logger, current func() config.Config,
 	newDocker func() (*docker.Backend, error)) (be backend.Backend, cgroupV2 func(context.Context) (bool, error), err error) {
 	if cfg.Backend == kube.Name {
 		set, err := kube.ParseSettings(cfg.Raw["kubernetes"], cfg.Paths.HostRoot)
 		if err != nil {
 			return nil, nil, fmt.Errorf("LANGBOT_BOX_CONFIG: %w", err)
 		}
-		kb, err := kube.New(kube.Options{InstanceID: instanceID, Scope: scope, Settings: set, Logger: log,
+		kube.RouteKlog(log)
+		kb, err := kube.New(kube.Options{InstanceID: instanceID, Scope: scope, NodeName: nodeName, Settings: set, Logger: log,
 			AllowedMountRoots: func() []string { return current().Paths.AllowedMountRoots },
 			HostRoot:          func() string { return current().Paths.HostRoot }})
 		if err != nil {

@@ -36,9 +36,12 @@ type Options struct {
 	ConfigJSON      string // LANGBOT_BOX_CONFIG
 	// Scope (BOXD_SCOPE, boxd only) confines start-up recovery to containers of the same
 	// scope so several runtimes can share one Docker Engine; empty = 0.5.5 behaviour.
-	Scope  string
-	Stdin  io.Reader
-	Stdout io.Writer
+	Scope string
+	// NodeName (BOXD_NODE_NAME) is the node boxd runs on: the kubernetes backend pins
+	// sandboxes to it with box_root.pin_to_node.
+	NodeName string
+	Stdin    io.Reader
+	Stdout   io.Writer
 	// Stderr is where the audit log goes by default in stdio mode (stdout carries the
 	// protocol there); nil = no audit log in that case.
 	Stderr io.Writer
@@ -115,7 +118,7 @@ func Run(ctx context.Context, o Options) error {
 	if o.UnsafeSoftStorageLimits {
 		log.Warn("LANGBOT_BOX_ALLOW_UNSAFE_SOFT_STORAGE_LIMITS is enabled: storage-quota readiness checks pass without hard quotas (only with the required nsjail backend, which boxd does not have)")
 	}
-	be, cgroupV2, err := newBackend(cfg, instanceID, o.Scope, log, func() config.Config { return srv.Config() }, func() (*docker.Backend, error) {
+	be, cgroupV2, err := newBackend(cfg, instanceID, o.Scope, o.NodeName, log, func() config.Config { return srv.Config() }, func() (*docker.Backend, error) {
 		return docker.New(ctx, docker.Options{InstanceID: instanceID, Scope: o.Scope, CPULimitEnabled: cfg.CPULimitEnabled, Hardening: cfg.Hardening,
 			AllowedMountRoots: func() []string { return srv.Config().Paths.AllowedMountRoots }, Logger: log,
 			ExecAgent: func() bool { return srv.Config().ExecAgent }, HostRoot: func() string { return srv.Config().Paths.HostRoot },
