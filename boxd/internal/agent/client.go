@@ -16,6 +16,9 @@ import (
 // KillWait bounds how long Run waits for a killed command's Exit before it returns anyway.
 const KillWait = 5 * time.Second
 
+// HelloTimeout bounds the wait for the agent's Hello on a new connection.
+const HelloTimeout = 10 * time.Second
+
 // ReattachTimeout bounds how long a Client with a Dialer keeps trying to open a new connection
 // for the commands of one that dropped (below DefaultDetachTimeout, so that the agent still
 // holds them); then those commands fail with ErrLost.
@@ -373,7 +376,9 @@ func (c *Client) connection(ctx context.Context) (*cconn, error) {
 			return nil, err
 		case c.cur != nil:
 			cc := c.cur
+			frames := c.attachDetachedLocked(cc)
 			c.mu.Unlock()
+			cc.sendAll(frames)
 			return cc, nil
 		case c.dialing != nil:
 			w := c.dialing
@@ -401,24 +406,36 @@ func (c *Client) connection(ctx context.Context) (*cconn, error) {
 			return nil, err
 		}
 		c.cur = cc
-		var frames []Frame
-		for _, cl := range c.calls {
-			if cl.conn == nil {
-				cl.conn, cl.attaching = cc, true
-				cl.acked = cl.consumed
-				frames = append(frames, Frame{Type: Attach, ID: cl.id,
-					Payload: u64s(cl.consumed[0], cl.received[0], cl.consumed[1], cl.received[1])})
-			}
-		}
+		frames := c.attachDetachedLocked(cc)
 		c.mu.Unlock()
 		cc.startLoops()
-		for _, f := range frames {
-			if cc.send(f) != nil {
-				cc.end()
-				break
-			}
-		}
+		cc.sendAll(frames)
 		return cc, nil
+	}
+}
+
+// attachDetachedLocked attaches every detached call to cc and returns their Attach frames.
+// Guarded by c.mu.
+func (c *Client) attachDetachedLocked(cc *cconn) []Frame {
+	var frames []Frame
+	for _, cl := range c.calls {
+		if cl.conn == nil {
+			cl.conn, cl.attaching = cc, true
+			cl.acked = cl.consumed
+			frames = append(frames, Frame{Type: Attach, ID: cl.id,
+				Payload: u64s(cl.consumed[0], cl.received[0], cl.consumed[1], cl.received[1])})
+		}
+	}
+	return frames
+}
+
+// sendAll sends frames in order; a failure ends cc (its read loop then detaches its calls).
+func (cc *cconn) sendAll(frames []Frame) {
+	for _, f := range frames {
+		if cc.send(f) != nil {
+			cc.end()
+			return
+		}
 	}
 }
 
@@ -427,7 +444,9 @@ func (c *Client) open(ctx context.Context) (*cconn, error) {
 	if err != nil {
 		return nil, err
 	}
-	br, err := handshake(ctx, conn.R)
+	hctx, cancel := context.WithTimeout(ctx, HelloTimeout)
+	defer cancel()
+	br, err := handshake(hctx, conn.R)
 	if err != nil {
 		conn.Close()
 		if conn.Describe != nil {
@@ -766,50 +785,76 @@ func (c *Client) forget(cl *call) {
 	}
 }
 
-// start sends the Start frame of a new call.
+// retire makes cc no longer the current connection (a write on it failed): the next
+// command opens another one while cc's read loop winds down.
+func (c *Client) retire(cc *cconn) {
+	cc.end()
+	c.mu.Lock()
+	if c.cur == cc && c.dial != nil {
+		c.cur = nil
+	}
+	c.mu.Unlock()
+}
+
+// sendAttempts bounds how often a frame that failed to go out is tried on a new connection.
+const sendAttempts = 3
+
+// start sends the Start frame of a new call. A Start that could not be written was not
+// received whole, so the command did not start: with a Dialer it is sent again on a new
+// connection.
 func (c *Client) start(ctx context.Context, cmd Command, cl *call) error {
 	payload, err := EncodeCommand(cmd)
 	if err != nil {
 		return err
 	}
-	var cc *cconn
-	for {
-		if cc, err = c.connection(ctx); err != nil {
-			return err
+	for attempt := 1; ; attempt++ {
+		var cc *cconn
+		for {
+			if cc, err = c.connection(ctx); err != nil {
+				return err
+			}
+			ok, err := c.register(cc, cl)
+			if err != nil {
+				return err
+			}
+			if ok {
+				break
+			}
 		}
-		ok, err := c.register(cc, cl)
-		if err != nil {
-			return err
+		err := cc.send(Frame{Type: Start, ID: cl.id, Payload: payload})
+		if err == nil {
+			return nil
 		}
-		if ok {
-			break
-		}
-	}
-	if err := cc.send(Frame{Type: Start, ID: cl.id, Payload: payload}); err != nil {
 		c.forget(cl)
-		cc.end()
-		return fmt.Errorf("start command through the exec agent: %w", err)
+		c.retire(cc)
+		if c.dial == nil || attempt == sendAttempts {
+			return fmt.Errorf("start command through the exec agent: %w", err)
+		}
 	}
-	return nil
 }
 
 // signal sends sig to the call's process group, on the current connection (opening one when
 // needed).
 func (c *Client) signal(ctx context.Context, cl *call, sig syscall.Signal) error {
-	select {
-	case <-cl.finished:
-		return nil
-	default:
+	for attempt := 1; ; attempt++ {
+		select {
+		case <-cl.finished:
+			return nil
+		default:
+		}
+		cc, err := c.connection(ctx)
+		if err != nil {
+			return fmt.Errorf("signal command through the exec agent: %w", err)
+		}
+		err = cc.send(Frame{Type: Kill, ID: cl.id, Payload: binary.BigEndian.AppendUint32(nil, uint32(sig))})
+		if err == nil {
+			return nil
+		}
+		c.retire(cc)
+		if c.dial == nil || attempt == sendAttempts {
+			return fmt.Errorf("signal command through the exec agent: %w", err)
+		}
 	}
-	cc, err := c.connection(ctx)
-	if err != nil {
-		return fmt.Errorf("signal command through the exec agent: %w", err)
-	}
-	if err := cc.send(Frame{Type: Kill, ID: cl.id, Payload: binary.BigEndian.AppendUint32(nil, uint32(sig))}); err != nil {
-		cc.end()
-		return fmt.Errorf("signal command through the exec agent: %w", err)
-	}
-	return nil
 }
 
 // Run runs cmd to completion and returns its exit code, streaming its output into stdout and

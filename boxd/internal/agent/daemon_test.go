@@ -478,3 +478,39 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestStartIsSentAgainOnANewConnection: a Start that cannot be written is sent on a new
+// connection, and the command runs once. The failing write is a fake (the first connection's
+// writer refuses every write while its read side stays up): a real dead relay also ends the
+// read side, and which of the two the client notices first cannot be controlled.
+func TestStartIsSentAgainOnANewConnection(t *testing.T) {
+	d := startDaemon(t, time.Minute)
+	dial := d.dialer()
+	var mu sync.Mutex
+	dials := 0
+	c, err := Connect(context.Background(), func(ctx context.Context) (Conn, error) {
+		conn, err := dial(ctx)
+		mu.Lock()
+		dials++
+		first := dials == 1
+		mu.Unlock()
+		if err == nil && first {
+			conn.W = writerFunc(func([]byte) (int, error) { return 0, syscall.EPIPE })
+		}
+		return conn, err
+	})
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	dir := t.TempDir()
+	var out bytes.Buffer
+	code, err := c.Run(context.Background(), sh("echo ran >> "+filepath.Join(dir, "log")+"; echo ok"), &out, nil)
+	require.NoError(t, err)
+	assert.Equal(t, 0, code)
+	assert.Equal(t, "ok\n", out.String())
+	log, err := os.ReadFile(filepath.Join(dir, "log"))
+	require.NoError(t, err)
+	assert.Equal(t, "ran\n", string(log), "it ran once")
+	mu.Lock()
+	assert.Equal(t, 2, dials)
+	mu.Unlock()
+}
