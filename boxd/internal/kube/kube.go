@@ -74,6 +74,8 @@ type Backend struct {
 
 	omu   sync.Mutex
 	owner *metav1.OwnerReference // owner_config_map, once read
+
+	ws workspaces // isolated mode: the sandboxes' workspaces (isolated.go)
 }
 
 // New builds the client (nothing is contacted yet: readiness reports an unreachable API).
@@ -168,6 +170,7 @@ func (b *Backend) Namespace() string { return b.set.Namespace }
 
 // Close ends every agent stream.
 func (b *Backend) Close() error {
+	defer b.ws.closeAll()
 	b.mu.Lock()
 	names := make([]string, 0, len(b.sandboxes))
 	for n := range b.sandboxes {
@@ -212,6 +215,9 @@ func (b *Backend) selector() string {
 // container runs (failing with the scheduler's or kubelet's reason, within the configured
 // bounds, and deleting the Pod), and connects the exec agent.
 func (b *Backend) Start(ctx context.Context, spec backend.SessionSpec) (backend.Handle, error) {
+	if b.isolated() {
+		return b.startIsolated(ctx, spec)
+	}
 	pol := mounts.Policy{Roots: b.opts.AllowedMountRoots(), HostRoot: b.opts.HostRoot()}
 	if spec.HostPath != "" {
 		if err := pol.CheckBlocked(spec.HostPath); err != nil {
@@ -429,6 +435,7 @@ func (b *Backend) podRunning(ctx context.Context, name string) bool {
 func (b *Backend) Stop(ctx context.Context, h backend.Handle) error {
 	b.log.Info("LangBot Box backend stop_session: backend=kubernetes pod=" + b.set.Namespace + "/" + h.ID)
 	b.forget(h.ID)
+	b.ws.forget(h.ID)
 	return b.deletePod(ctx, h.ID)
 }
 
@@ -446,8 +453,15 @@ func (b *Backend) agentErr(ctx context.Context, what, pod string, err error) err
 
 // Exec runs the command through the Pod's exec agent. A Pod that is gone (no stream can be
 // opened and the Pod does not run) is backend.ErrNotStarted, so the session layer recreates
-// the sandbox and runs the command there.
+// the sandbox and runs the command there. In isolated mode the workspace is synced around it.
 func (b *Backend) Exec(ctx context.Context, h backend.Handle, req backend.ExecRequest) (backend.ExecResult, error) {
+	if b.isolated() {
+		return b.execIsolated(ctx, h, req)
+	}
+	return b.exec(ctx, h, req)
+}
+
+func (b *Backend) exec(ctx context.Context, h backend.Handle, req backend.ExecRequest) (backend.ExecResult, error) {
 	c, err := b.agentFor(ctx, h.ID)
 	if err != nil {
 		return backend.ExecResult{}, b.agentErr(ctx, "exec", h.ID, err)
@@ -481,6 +495,16 @@ func (b *Backend) StartProcess(ctx context.Context, h backend.Handle, req backen
 			err = backendErr(err)
 		}
 		return nil, err
+	}
+	if b.isolated() {
+		// The process sees the workspace as of now; what it writes comes back with the pull
+		// after the session's next box_exec.
+		if _, err := b.pushIsolated(ctx, h.ID); err != nil {
+			if errors.Is(err, backend.ErrNotStarted) {
+				err = backendErr(err)
+			}
+			return nil, err
+		}
 	}
 	b.log.Info("LangBot Box backend start_managed_process: backend=kubernetes pod=" + b.set.Namespace + "/" + h.ID)
 	p, err := c.Start(ctx, agent.Command{Argv: req.Argv, Env: backend.Environ(req.Env)})

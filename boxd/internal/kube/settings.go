@@ -14,6 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/wsync"
 )
 
 // DefaultAgentImage is the boxd image, whose /boxd install-agent copies /boxagent into the
@@ -52,6 +54,10 @@ type Settings struct {
 	// ScheduleTimeout bounds how long a Pod may stay unschedulable.
 	StartTimeout    time.Duration
 	ScheduleTimeout time.Duration
+	// WorkspaceMode, WarmPool and SyncLimits: see workspace.go (isolated mode).
+	WorkspaceMode WorkspaceMode
+	WarmPool      []PoolShape
+	SyncLimits    wsync.Limits
 }
 
 // wireSettings is the JSON shape of box.kubernetes (snake_case like the other box sections;
@@ -71,12 +77,15 @@ type wireSettings struct {
 		MountPath string `json:"mount_path"`
 		PinToNode bool   `json:"pin_to_node"`
 	} `json:"box_root"`
-	OwnerConfigMap     string `json:"owner_config_map"`
-	AgentImage         string `json:"agent_image"`
-	CPURequest         string `json:"cpu_request"`
-	MemoryRequest      string `json:"memory_request"`
-	StartTimeoutSec    *int   `json:"start_timeout_sec"`
-	ScheduleTimeoutSec *int   `json:"schedule_timeout_sec"`
+	OwnerConfigMap     string          `json:"owner_config_map"`
+	AgentImage         string          `json:"agent_image"`
+	CPURequest         string          `json:"cpu_request"`
+	MemoryRequest      string          `json:"memory_request"`
+	StartTimeoutSec    *int            `json:"start_timeout_sec"`
+	ScheduleTimeoutSec *int            `json:"schedule_timeout_sec"`
+	WorkspaceMode      string          `json:"workspace_mode"`
+	WarmPool           []wirePoolShape `json:"warm_pool"`
+	WorkspaceSync      *wsync.Limits   `json:"workspace_sync"`
 }
 
 // ParseSettings validates the box.kubernetes block (raw is what JSON decoding produced,
@@ -198,6 +207,7 @@ func ParseSettings(raw any, hostRoot string) (Settings, error) {
 	}
 	s.StartTimeout = seconds("start_timeout_sec", w.StartTimeoutSec, 180, 3600)
 	s.ScheduleTimeout = seconds("schedule_timeout_sec", w.ScheduleTimeoutSec, 60, 3600)
+	s.WorkspaceMode, s.WarmPool, s.SyncLimits = parseWorkspace(w.WorkspaceMode, w.WarmPool, w.WorkspaceSync, bad)
 	if len(errs) > 0 {
 		slices.Sort(errs)
 		return Settings{}, fmt.Errorf("%s", strings.Join(errs, "; "))
@@ -206,7 +216,7 @@ func ParseSettings(raw any, hostRoot string) (Settings, error) {
 }
 
 // settingsKeys lists the keys of box.kubernetes, for errors.
-const settingsKeys = "namespace, runtime_class_name, node_selector, tolerations, priority_class_name, labels, annotations, image_pull_secrets, image_pull_policy, box_root {claim_name, mount_path, pin_to_node}, owner_config_map, agent_image, cpu_request, memory_request, start_timeout_sec, schedule_timeout_sec"
+const settingsKeys = "namespace, runtime_class_name, node_selector, tolerations, priority_class_name, labels, annotations, image_pull_secrets, image_pull_policy, box_root {claim_name, mount_path, pin_to_node}, owner_config_map, agent_image, cpu_request, memory_request, start_timeout_sec, schedule_timeout_sec, workspace_mode, warm_pool [{image, cpus, memory_mb, read_only_rootfs, size, max_surge, refill_per_minute, max_age_sec}], workspace_sync {push_max_files, push_max_file_bytes, push_max_total_bytes, pull_max_entries, pull_max_file_bytes, pull_max_total_bytes}"
 
 // decodeErr names the key a JSON decoding error is about and what it must be.
 func decodeErr(err error) error {
