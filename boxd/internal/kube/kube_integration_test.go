@@ -7,7 +7,8 @@
 //
 // BOXD_KUBE_AGENT_IMAGE names the boxd image on the node (default: the image the cluster
 // loads, ghcr.io/langbot-k8s/boxd:0.1.0); BOXD_KUBE_SANDBOX_IMAGE the sandbox image
-// (default langbot-k8s/sandbox:local, busybox). Every test works in a namespace of its own.
+// (default langbot-k8s/sandbox:local, busybox); BOXD_KUBE_RUNTIME_CLASS runs every sandbox with
+// that RuntimeClass (e.g. gvisor). Every test works in a namespace of its own.
 package kube
 
 import (
@@ -126,6 +127,9 @@ func (c *cluster) backendOn(node, instance, scope string, extra map[string]any) 
 		"agent_image": envOr("BOXD_KUBE_AGENT_IMAGE", DefaultAgentImage), "image_pull_policy": "IfNotPresent",
 		// The real node: the cluster's kwok nodes only pretend to run Pods.
 		"node_selector": map[string]any{"lbk.dev/real": "true"}}
+	if rc := os.Getenv("BOXD_KUBE_RUNTIME_CLASS"); rc != "" {
+		raw["runtime_class_name"] = rc
+	}
 	for k, v := range extra {
 		raw[k] = v
 	}
