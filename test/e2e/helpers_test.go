@@ -237,6 +237,8 @@ func (e *env) outcome(ns, what string, timeout time.Duration, done func(standinO
 	e.t.Helper()
 	var out standinOutcome
 	var last string
+	// Deferred: a poll that times out ends the test (FailNow runs the defers).
+	defer func() { e.t.Logf("stand-in outcome: %s", last) }()
 	e.poll(what, timeout, func(ctx context.Context) (bool, error) {
 		claim, err := e.cs.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "langbot-data", metav1.GetOptions{})
 		if err != nil || claim.Spec.VolumeName == "" {
@@ -254,6 +256,5 @@ func (e *env) outcome(ns, what string, timeout time.Duration, done func(standinO
 		out = standinOutcome{}
 		return json.Unmarshal(b, &out) == nil && done(out), nil
 	})
-	e.t.Logf("stand-in outcome: %s", last)
 	return out
 }

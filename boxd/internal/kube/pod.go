@@ -243,7 +243,7 @@ func buildPod(spec backend.SessionSpec, subs []subPathMount, set Settings, id po
 			AutomountServiceAccountToken:  ptr.To(false),
 			EnableServiceLinks:            ptr.To(false),
 			TerminationGracePeriodSeconds: ptr.To(int64(1)),
-			SecurityContext:               &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			SecurityContext:               podSecurity(set),
 			InitContainers: []corev1.Container{{
 				Name: AgentContainer, Image: set.AgentImage, ImagePullPolicy: set.ImagePullPolicy,
 				Command:         []string{"/boxd", InstallAgentCommand, AgentPath},
@@ -313,4 +313,15 @@ func specFromPod(p *corev1.Pod) (backend.SessionSpec, bool) {
 	ok := spec.PhysicalID != "" && spec.PhysicalID == p.Annotations[AnnotationSession] &&
 		p.Labels[LabelSession] == sessionLabel(spec.PhysicalID) && spec.Persistent
 	return spec, ok
+}
+
+// podSecurity is the sandbox Pod's security context: seccomp RuntimeDefault, and boxd's group
+// as a supplemental group when boxd is not root (Settings.SandboxGroup), so that root in the
+// sandbox (no CAP_DAC_OVERRIDE) can write the group-writable directories boxd made.
+func podSecurity(set Settings) *corev1.PodSecurityContext {
+	sc := &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}
+	if set.SandboxGroup > 0 {
+		sc.SupplementalGroups = []int64{set.SandboxGroup}
+	}
+	return sc
 }

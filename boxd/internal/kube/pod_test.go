@@ -382,3 +382,24 @@ func TestClaimSubPaths(t *testing.T) {
 		})
 	}
 }
+
+// A non-root boxd's group reaches the sandboxes as a supplemental group; a root boxd adds none.
+func TestBuildPodSandboxGroup(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		group int64
+		want  []int64
+	}{
+		{"boxd root", 0, nil},
+		{"boxd non-root", 65532, []int64{65532}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			set := testSettings(t, nil)
+			set.SandboxGroup = tc.group
+			pod, err := buildPod(backend.SessionSpec{PhysicalID: "s", Image: "img"}, nil, set, podIdentity{Name: "p", Namespace: "ns", InstanceID: "i"})
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, pod.Spec.SecurityContext.SupplementalGroups)
+			assert.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, pod.Spec.SecurityContext.SeccompProfile.Type)
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -47,9 +48,14 @@ type Settings struct {
 	// OwnerConfigMap is a ConfigMap the chart owns, in Namespace: every sandbox Pod gets an
 	// owner reference to it, so that deleting it (helm uninstall) deletes the Pods. "" = none.
 	OwnerConfigMap string
-	AgentImage     string
-	CPURequest     resource.Quantity
-	MemoryRequest  resource.Quantity
+	// SandboxGroup is boxd's own group when boxd is not root (0 = none): sandbox Pods get it as
+	// a supplemental group, because what boxd creates in the box root (workspaces, the skill
+	// store) is group-writable (umask 002 on this backend, internal/perm) and the sandboxes run
+	// as root without CAP_DAC_OVERRIDE. ParseSettings takes it from the process.
+	SandboxGroup  int64
+	AgentImage    string
+	CPURequest    resource.Quantity
+	MemoryRequest resource.Quantity
 	// StartTimeout bounds Pod creation to a running sandbox with a connected agent;
 	// ScheduleTimeout bounds how long a Pod may stay unschedulable.
 	StartTimeout    time.Duration
@@ -211,6 +217,9 @@ func ParseSettings(raw any, hostRoot string) (Settings, error) {
 	if len(errs) > 0 {
 		slices.Sort(errs)
 		return Settings{}, fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	if gid := os.Getgid(); gid > 0 {
+		s.SandboxGroup = int64(gid)
 	}
 	return s, nil
 }

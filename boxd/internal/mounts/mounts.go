@@ -24,6 +24,7 @@ package mounts
 import (
 	"errors"
 	"fmt"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/perm"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -286,7 +287,7 @@ func MkdirAll(resolved string) error {
 
 // open walks resolved from `/` without following symlinks and returns an O_PATH handle on
 // it. Every component but the last must be a directory; the last a directory or a regular
-// file. create makes missing directories (mode 0755) on the way.
+// file. create makes missing directories (perm.Dir, minus the umask) on the way.
 func open(hostPath, resolved string, create bool) (int, ID, error) {
 	fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -332,7 +333,7 @@ func openComponent(dir int, name string, create bool) (int, error) {
 	const flags = unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	fd, err := unix.Openat(dir, name, flags, 0)
 	if errors.Is(err, unix.ENOENT) && create {
-		if err := unix.Mkdirat(dir, name, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+		if err := unix.Mkdirat(dir, name, uint32(perm.Dir)); err != nil && !errors.Is(err, unix.EEXIST) {
 			return -1, fmt.Errorf("create directory: %w", err)
 		}
 		fd, err = unix.Openat(dir, name, flags, 0)

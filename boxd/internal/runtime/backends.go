@@ -4,12 +4,28 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/backend"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/config"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/docker"
 	"github.com/langbot-k8s/langbot-k8s/boxd/internal/kube"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/perm"
 )
+
+// shareBoxRoot sets the process umask for the kubernetes backend before anything is created
+// in the box root: boxd runs as a non-root uid there and shares the root with LangBot and the
+// sandboxes (root without CAP_DAC_OVERRIDE) through its group, so what it creates is
+// group-writable (internal/perm). The Docker backend keeps the container's umask.
+func shareBoxRoot(cfg config.Config, log *slog.Logger) {
+	if cfg.Backend != kube.Name {
+		return
+	}
+	old := unix.Umask(perm.SharedUmask)
+	log.Info(fmt.Sprintf("LangBot Box kubernetes backend: umask %03o (was %03o): the box root is shared with LangBot and the sandboxes through group %d", perm.SharedUmask, old, os.Getgid()))
+}
 
 // newBackend builds the backend named by the start-up configuration (LANGBOT_BOX_CONFIG's
 // `backend`): `kubernetes` runs sandboxes as Pods (its `kubernetes` block is read here, once),

@@ -99,6 +99,7 @@ func Run(ctx context.Context, o Options) error {
 			if err != nil {
 				return fmt.Errorf("LANGBOT_BOX_CONFIG: %w", err)
 			}
+			shareBoxRoot(next, log)
 			if err := next.EnsureDefaultWorkspace(); err != nil {
 				return fmt.Errorf("LANGBOT_BOX_CONFIG: %w", err)
 			}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/perm"
 	"os"
 	"path/filepath"
 
@@ -141,7 +142,7 @@ func tenantDir(p config.Paths, tctx tenancy.Context) (string, error) {
 		return "", err
 	}
 	tenants := filepath.Join(root, "tenants")
-	if err := os.MkdirAll(tenants, 0o755); err != nil {
+	if err := os.MkdirAll(tenants, perm.Dir); err != nil {
 		return "", rpc.Errorf(rpc.BoxAdmissionError, "Managed sandbox tenant directory escapes the configured workspace")
 	}
 	resolved := mounts.Resolve(tenants)
@@ -152,7 +153,7 @@ func tenantDir(p config.Paths, tctx tenancy.Context) (string, error) {
 	if !mounts.Within(dir, resolved) || dir == resolved {
 		return "", rpc.Errorf(rpc.BoxAdmissionError, "Managed sandbox Workspace path escapes its tenant directory")
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, perm.Dir); err != nil {
 		return "", rpc.Errorf(rpc.BoxAdmissionError, "Managed sandbox Workspace path escapes its tenant directory")
 	}
 	return dir, nil

@@ -2,6 +2,7 @@ package skills
 
 import (
 	"errors"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/perm"
 	"io"
 	"io/fs"
 	"os"
@@ -125,7 +126,7 @@ func (d *dir) sub(rel string) (*dir, error) {
 	return &dir{f: os.NewFile(uintptr(fd), d.join(rel)), path: d.join(rel), walk: d.walk}, nil
 }
 
-// mkdirAll opens the directory rel beneath d, creating missing components (0755) one at a
+// mkdirAll opens the directory rel beneath d, creating missing components (perm.Dir) one at a
 // time: each is created with mkdirat and opened with O_NOFOLLOW|O_DIRECTORY from its parent.
 func (d *dir) mkdirAll(rel string) (*dir, error) {
 	cur, err := d.sub(".")
@@ -140,7 +141,7 @@ func (d *dir) mkdirAll(rel string) (*dir, error) {
 			cur.close()
 			return nil, &os.PathError{Op: "mkdir", Path: d.join(rel), Err: unix.EXDEV}
 		}
-		if err := unix.Mkdirat(cur.fd(), p, 0o755); err != nil && err != unix.EEXIST {
+		if err := unix.Mkdirat(cur.fd(), p, uint32(perm.Dir)); err != nil && err != unix.EEXIST {
 			cur.close()
 			return nil, &os.PathError{Op: "mkdir", Path: cur.join(p), Err: err}
 		}

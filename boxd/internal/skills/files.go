@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/perm"
 	"io/fs"
 	"os"
 	"path"
@@ -279,7 +280,7 @@ func (s *Store) WriteFile(name, requested, content string) (*WriteResult, error)
 // atomicWrite replaces name of d with data atomically (atomicfile.WriteAt); an existing file
 // keeps its permission bits, a directory is refused with the OS's error.
 func atomicWrite(d *dir, name string, data []byte) error {
-	mode := os.FileMode(0o644)
+	mode := perm.File()
 	if st, err := d.lstat(name); err == nil {
 		if isDir(st) {
 			return osError(&os.PathError{Op: "open", Path: d.join(name), Err: syscall.EISDIR})

@@ -3,6 +3,7 @@ package skills
 import (
 	"errors"
 	"fmt"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/perm"
 	"os"
 	"path"
 	"path/filepath"
@@ -50,7 +51,7 @@ func (s *Store) within(p string) bool { return mounts.Within(p, s.Root) }
 // openRoot opens the tenant root (created when missing): every operation of the store goes
 // through this handle (see dir).
 func (s *Store) openRoot() (*dir, error) {
-	if err := os.MkdirAll(s.Root, 0o755); err != nil {
+	if err := os.MkdirAll(s.Root, perm.Dir); err != nil {
 		return nil, osError(err)
 	}
 	d, err := openDirPath(s.Root)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/langbot-k8s/langbot-k8s/boxd/internal/perm"
 	"io"
 	"os"
 	"path"
@@ -53,7 +54,7 @@ func ExtractZip(archive []byte, dest string, hook func(name string)) error {
 	if err != nil {
 		return errors.New("Uploaded file must be a valid .zip archive")
 	}
-	if err := os.MkdirAll(dest, 0o755); err != nil {
+	if err := os.MkdirAll(dest, perm.Dir); err != nil {
 		return osError(err)
 	}
 	root := mounts.Resolve(dest)
@@ -150,8 +151,8 @@ func ExtractZip(archive []byte, dest string, hook func(name string)) error {
 	return nil
 }
 
-// extractMember writes one file member as name of parent (created exclusively, 0755 when
-// the archived mode has an execute bit, else 0644); a failed file is removed.
+// extractMember writes one file member as name of parent (created exclusively, perm.Exec() when
+// the archived mode has an execute bit, else perm.File()); a failed file is removed.
 func extractMember(m member, parent *dir, name string, extracted *int64) error {
 	fd, err := unix.Openat(parent.fd(), name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
@@ -162,9 +163,9 @@ func extractMember(m member, parent *dir, name string, extracted *int64) error {
 	if err == nil && uint64(n) != m.f.UncompressedSize64 {
 		err = fmt.Errorf("Archive entry size changed while extracting: %s", m.f.Name)
 	}
-	mode := os.FileMode(0o644)
+	mode := perm.File()
 	if (m.f.ExternalAttrs>>16)&0o111 != 0 {
-		mode = 0o755
+		mode = perm.Exec()
 	}
 	if err == nil {
 		err = osError(out.Chmod(mode))
