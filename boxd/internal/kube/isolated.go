@@ -186,6 +186,17 @@ func (b *Backend) startIsolated(ctx context.Context, spec backend.SessionSpec) (
 	if spec.PidsLimit > 0 {
 		b.log.Info(fmt.Sprintf("LangBot Box kubernetes backend: pids_limit=%d of session %s is not enforced per Pod (Kubernetes has only the kubelet's node-wide PID limit)", spec.PidsLimit, spec.PhysicalID))
 	}
+	if b.pool != nil {
+		if name, ok := b.pool.claim(ctx, spec); ok {
+			b.ws.put(name, ws)
+			keep = true
+			b.log.Info(fmt.Sprintf("LangBot Box backend start_session: backend=kubernetes session_id=%s pod=%s/%s image=%s warm=true", spec.PhysicalID, b.set.Namespace, name, spec.Image))
+			return backend.Handle{ID: name}, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return backend.Handle{}, err
+		}
+	}
 	owner, err := b.ownerRef(ctx)
 	if err != nil {
 		return backend.Handle{}, backendErr(err)

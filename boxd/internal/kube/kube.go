@@ -75,7 +75,8 @@ type Backend struct {
 	omu   sync.Mutex
 	owner *metav1.OwnerReference // owner_config_map, once read
 
-	ws workspaces // isolated mode: the sandboxes' workspaces (isolated.go)
+	ws   workspaces // isolated mode: the sandboxes' workspaces (isolated.go)
+	pool *pool      // the warm pool, nil without one (pool.go)
 }
 
 // New builds the client (nothing is contacted yet: readiness reports an unreachable API).
@@ -126,11 +127,20 @@ func New(opts Options) (*Backend, error) {
 	}
 	cfg = rest.CopyConfig(cfg)
 	cfg.UserAgent = "boxd"
+	if cfg.QPS == 0 {
+		// client-go's default (5/s, burst 10) would queue a burst of session creates (and the
+		// warm pool's claims) behind each other for seconds; the API server's own priority
+		// and fairness still applies.
+		cfg.QPS, cfg.Burst = 100, 200
+	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes backend: build the client: %w", err)
 	}
 	b := &Backend{cs: cs, rest: cfg, set: set, opts: opts, log: opts.Logger, sandboxes: map[string]*sandbox{}}
+	if b.pool, err = newPool(b); err != nil {
+		return nil, err
+	}
 	b.log.Info(fmt.Sprintf("LangBot Box kubernetes backend: namespace=%s box_root_claim=%q mount_path=%q agent_image=%s; not enforced per Pod: pids_limit (Kubernetes has only a node-wide PID limit), network=off (needs a NetworkPolicy selecting %s=off)",
 		set.Namespace, set.ClaimName, set.ClaimMountPath, set.AgentImage, LabelNetwork))
 	if set.PinToNode {
@@ -539,8 +549,8 @@ func (b *Backend) Recover(ctx context.Context, currentInstanceID string) ([]back
 	var failed []string
 	for i := range list.Items {
 		p := &list.Items[i]
-		if p.Labels[LabelInstance] == currentInstanceID || p.DeletionTimestamp != nil {
-			continue
+		if p.Labels[LabelInstance] == currentInstanceID || p.DeletionTimestamp != nil || isPoolPod(p) {
+			continue // unclaimed warm pool Pods belong to the pool (pool.go)
 		}
 		if p.Labels[LabelPersistent] == "true" && runsDaemon(p) {
 			if spec, ok := specFromPod(p); ok {

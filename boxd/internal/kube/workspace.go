@@ -30,7 +30,7 @@ const PoolWorkspace = "/workspace"
 
 // PoolShape is one entry of box.kubernetes.warm_pool: generic pre-started Pods of one image
 // and resource profile (network always off), for sessions whose spec has exactly that
-// profile.
+// profile (cpus, memory_mb and read_only_rootfs default to a BoxSpec's defaults).
 type PoolShape struct {
 	Image          string
 	CPUs           float64
@@ -57,18 +57,22 @@ func (p PoolShape) Key() string {
 
 // wirePoolShape is the JSON shape of one warm_pool entry.
 type wirePoolShape struct {
-	Image           string  `json:"image"`
-	CPUs            float64 `json:"cpus"`
-	MemoryMB        int     `json:"memory_mb"`
-	ReadOnlyRootfs  bool    `json:"read_only_rootfs"`
-	Size            *int    `json:"size"`
-	MaxSurge        *int    `json:"max_surge"`
-	RefillPerMinute *int    `json:"refill_per_minute"`
-	MaxAgeSec       *int    `json:"max_age_sec"`
+	Image           string   `json:"image"`
+	CPUs            *float64 `json:"cpus"`
+	MemoryMB        *int     `json:"memory_mb"`
+	ReadOnlyRootfs  *bool    `json:"read_only_rootfs"`
+	Size            *int     `json:"size"`
+	MaxSurge        *int     `json:"max_surge"`
+	RefillPerMinute *int     `json:"refill_per_minute"`
+	MaxAgeSec       *int     `json:"max_age_sec"`
 }
 
-// Defaults of a warm_pool entry.
+// Defaults of a warm_pool entry: the resources are the protocol's defaults of a BoxSpec
+// (what LangBot sends unless configured otherwise).
 const (
+	DefaultPoolCPUs            = 1.0
+	DefaultPoolMemoryMB        = 512
+	DefaultPoolReadOnlyRootfs  = true
 	DefaultPoolSize            = 1
 	DefaultPoolMaxSurge        = 1
 	DefaultPoolRefillPerMinute = 60
@@ -120,15 +124,24 @@ func parseWorkspace(mode string, shapes []wirePoolShape, limits *wsync.Limits, b
 			}
 			return n
 		}
-		p := PoolShape{Image: w.Image, CPUs: w.CPUs, MemoryMB: w.MemoryMB, ReadOnlyRootfs: w.ReadOnlyRootfs}
+		p := PoolShape{Image: w.Image, CPUs: DefaultPoolCPUs, MemoryMB: DefaultPoolMemoryMB, ReadOnlyRootfs: DefaultPoolReadOnlyRootfs}
+		if w.CPUs != nil {
+			p.CPUs = *w.CPUs
+		}
+		if w.MemoryMB != nil {
+			p.MemoryMB = *w.MemoryMB
+		}
+		if w.ReadOnlyRootfs != nil {
+			p.ReadOnlyRootfs = *w.ReadOnlyRootfs
+		}
 		if p.Image == "" {
 			bad("%s.image is empty: name the sandbox image of the sessions this pool serves (LangBot's box image)", key)
 		}
-		if p.CPUs < 0 {
-			bad("%s.cpus is %g: give the sessions' cpus (0 = no CPU limit)", key, p.CPUs)
+		if p.CPUs <= 0 {
+			bad("%s.cpus is %g: give the sessions' cpus, more than 0 as in a BoxSpec (default %g)", key, p.CPUs, DefaultPoolCPUs)
 		}
-		if p.MemoryMB < 0 {
-			bad("%s.memory_mb is %d: give the sessions' memory_mb (0 = no memory limit)", key, p.MemoryMB)
+		if p.MemoryMB < 32 {
+			bad("%s.memory_mb is %d: give the sessions' memory_mb, at least 32 as in a BoxSpec (default %d)", key, p.MemoryMB, DefaultPoolMemoryMB)
 		}
 		p.Size = intOr("size", w.Size, DefaultPoolSize, 1, maxPoolSize)
 		p.MaxSurge = intOr("max_surge", w.MaxSurge, DefaultPoolMaxSurge, 0, maxPoolSize)

@@ -32,14 +32,19 @@ func TestParseWorkspaceSettings(t *testing.T) {
 		}},
 		{name: "isolated with a pool and limits", raw: map[string]any{"workspace_mode": "isolated",
 			"workspace_sync": map[string]any{"push_max_files": 10},
-			"warm_pool": []any{shape(map[string]any{"size": 32, "max_surge": 4, "refill_per_minute": 120, "max_age_sec": 600, "read_only_rootfs": true}), shape(map[string]any{"cpus": 2})}},
+			"warm_pool":      []any{shape(map[string]any{"size": 32, "max_surge": 4, "refill_per_minute": 120, "max_age_sec": 600, "read_only_rootfs": true}), shape(map[string]any{"cpus": 2})}},
 			want: func(t *testing.T, s Settings) {
 				assert.Equal(t, WorkspaceIsolated, s.WorkspaceMode)
 				assert.Equal(t, wsync.Limits{PushMaxFiles: 10}, s.SyncLimits, "zero fields take wsync's defaults")
 				require.Len(t, s.WarmPool, 2)
 				assert.Equal(t, PoolShape{Image: "sandbox:1", CPUs: 1, MemoryMB: 512, ReadOnlyRootfs: true, Size: 32, MaxSurge: 4, RefillPerMinute: 120, MaxAge: 10 * time.Minute}, s.WarmPool[0])
-				assert.Equal(t, PoolShape{Image: "sandbox:1", CPUs: 2, MemoryMB: 512, Size: DefaultPoolSize, MaxSurge: DefaultPoolMaxSurge,
+				assert.Equal(t, PoolShape{Image: "sandbox:1", CPUs: 2, MemoryMB: 512, ReadOnlyRootfs: true, Size: DefaultPoolSize, MaxSurge: DefaultPoolMaxSurge,
 					RefillPerMinute: DefaultPoolRefillPerMinute, MaxAge: DefaultPoolMaxAgeSec * time.Second}, s.WarmPool[1])
+			}},
+		{name: "a shape's resources default to a BoxSpec's", raw: map[string]any{"workspace_mode": "isolated", "warm_pool": []any{map[string]any{"image": "x"}}},
+			want: func(t *testing.T, s Settings) {
+				require.Len(t, s.WarmPool, 1)
+				assert.Equal(t, PoolShape{Image: "x", CPUs: 1, MemoryMB: 512, ReadOnlyRootfs: true, Size: 1, MaxSurge: 1, RefillPerMinute: 60, MaxAge: time.Hour}, s.WarmPool[0])
 			}},
 		{name: "isolated needs no claim", raw: map[string]any{"workspace_mode": "isolated"}, want: func(t *testing.T, s Settings) {
 			assert.Empty(t, s.ClaimName)
@@ -55,9 +60,9 @@ func TestParseWorkspaceSettings(t *testing.T) {
 			err: []string{`unknown key "max_files"`}},
 		{name: "shape without image", raw: map[string]any{"workspace_mode": "isolated", "warm_pool": []any{map[string]any{"size": 2}}},
 			err: []string{"box.kubernetes.warm_pool[0].image is empty: name the sandbox image"}},
-		{name: "shape ranges", raw: map[string]any{"workspace_mode": "isolated", "warm_pool": []any{shape(map[string]any{"size": 0, "max_surge": -1, "refill_per_minute": 0, "max_age_sec": 0, "cpus": -1, "memory_mb": -5})}},
+		{name: "shape ranges", raw: map[string]any{"workspace_mode": "isolated", "warm_pool": []any{shape(map[string]any{"size": 0, "max_surge": -1, "refill_per_minute": 0, "max_age_sec": 0, "cpus": 0, "memory_mb": 16})}},
 			err: []string{"box.kubernetes.warm_pool[0].size is 0: it must be between 1 and 512", "warm_pool[0].max_surge is -1", "warm_pool[0].refill_per_minute is 0",
-				"warm_pool[0].max_age_sec is 0", "warm_pool[0].cpus is -1", "warm_pool[0].memory_mb is -5"}},
+				"warm_pool[0].max_age_sec is 0", "warm_pool[0].cpus is 0: give the sessions' cpus, more than 0", "warm_pool[0].memory_mb is 16: give the sessions' memory_mb, at least 32"}},
 		{name: "duplicate shapes", raw: map[string]any{"workspace_mode": "isolated", "warm_pool": []any{shape(nil), shape(map[string]any{"size": 3})}},
 			err: []string{"box.kubernetes.warm_pool[1] has the image and resources of box.kubernetes.warm_pool[0]", "merge the two entries"}},
 		{name: "shape field of the wrong type", raw: map[string]any{"workspace_mode": "isolated", "warm_pool": []any{shape(map[string]any{"size": "big"})}},

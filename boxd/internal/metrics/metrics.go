@@ -2,6 +2,7 @@
 package metrics
 
 import (
+	"fmt"
 	"net/http"
 	"time"
 
@@ -63,6 +64,26 @@ func New(g Gauges) *Metrics {
 			Help: "Bytes held by incoming WebSocket messages being assembled, all connections together (bounded by -ws-max-inbound-bytes)."}, g.InboundBytes),
 	)
 	return m
+}
+
+// Source is implemented by a component with metrics of its own (the kubernetes backend's
+// warm pool); Collectors may return nil.
+type Source interface {
+	Collectors() []prometheus.Collector
+}
+
+// RegisterFrom registers the collectors of v when it is a Source (nothing otherwise).
+func (m *Metrics) RegisterFrom(v any) error {
+	src, ok := v.(Source)
+	if !ok {
+		return nil
+	}
+	for _, c := range src.Collectors() {
+		if err := m.registry.Register(c); err != nil {
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 // Handler serves the text exposition format.

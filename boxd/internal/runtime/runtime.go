@@ -138,6 +138,9 @@ func Run(ctx context.Context, o Options) error {
 		InboundBytes:   func() float64 { return float64(srv.InboundBytes()) },
 	})
 	mgr.Observer = met
+	if err := met.RegisterFrom(be); err != nil {
+		return err
+	}
 	if aud != nil {
 		mgr.Events = aud.SessionEvents()
 	}
@@ -167,6 +170,9 @@ func Run(ctx context.Context, o Options) error {
 	defer stopReaper()
 	go mgr.RunReaper(reapCtx, session.ReaperPeriod, srv.Admission().Reap)
 	go watchEngine(reapCtx, be, engineUp, mgr, met, log)
+	if r, ok := be.(interface{ Run(context.Context) }); ok {
+		go r.Run(reapCtx) // background work of the backend (the kubernetes warm pool)
+	}
 
 	addr := net.JoinHostPort(o.Host, fmt.Sprint(o.Port))
 	ln, err := net.Listen("tcp", addr)
