@@ -47,10 +47,57 @@ type workspace struct {
 	sess *wsync.Session
 }
 
-// workspaces are the isolated sandboxes' workspaces by Pod name.
+// workspaces are the isolated sandboxes' workspaces by Pod name, and the spare `boxagent
+// sync` process each isolated sandbox (and warm Pod) keeps waiting for its next exchange.
 type workspaces struct {
-	mu    sync.Mutex
-	byPod map[string]*workspace
+	mu     sync.Mutex
+	byPod  map[string]*workspace
+	spares map[string]*spare
+	// syncArgv runs the sandbox end; nil = AgentPath sync (unit tests run a local binary).
+	syncArgv []string
+}
+
+// spare is a `boxagent sync` process started ahead of its exchange (a Go binary's start in
+// the sandbox costs about 10 ms on the agent's path; a spare takes it off the exec's).
+type spare struct {
+	ready   chan struct{} // closed once p or err is set
+	p       *agent.Process
+	err     error
+	stderr  *agent.HeadBuffer
+	drained chan struct{} // stderr read to its end
+}
+
+func (sp *spare) exited() bool {
+	select {
+	case <-sp.p.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// takeSpare removes and returns pod's spare (nil when there is none).
+func (w *workspaces) takeSpare(pod string) *spare {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	sp := w.spares[pod]
+	delete(w.spares, pod)
+	return sp
+}
+
+// newSpare registers a spare for pod being started; nil when pod has one already.
+func (w *workspaces) newSpare(pod string) *spare {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.spares[pod] != nil {
+		return nil
+	}
+	if w.spares == nil {
+		w.spares = map[string]*spare{}
+	}
+	sp := &spare{ready: make(chan struct{})}
+	w.spares[pod] = sp
+	return sp
 }
 
 func (w *workspaces) put(pod string, ws *workspace) {
@@ -71,11 +118,13 @@ func (w *workspaces) get(pod string) *workspace {
 	return w.byPod[pod]
 }
 
-// forget closes the workspace of pod (nothing when there is none).
+// forget closes the workspace of pod (nothing when there is none) and drops its spare (the
+// process goes with the Pod).
 func (w *workspaces) forget(pod string) {
 	w.mu.Lock()
 	ws := w.byPod[pod]
 	delete(w.byPod, pod)
+	delete(w.spares, pod)
 	w.mu.Unlock()
 	if ws != nil {
 		ws.sess.Close()
@@ -85,7 +134,7 @@ func (w *workspaces) forget(pod string) {
 func (w *workspaces) closeAll() {
 	w.mu.Lock()
 	all := w.byPod
-	w.byPod = nil
+	w.byPod, w.spares = nil, nil
 	w.mu.Unlock()
 	for _, ws := range all {
 		ws.sess.Close()
@@ -237,6 +286,9 @@ func (b *Backend) startPod(ctx context.Context, pod *corev1.Pod) error {
 	if _, err := b.agentFor(sctx, pod.Name); err != nil {
 		return fail(err)
 	}
+	if b.isolated() {
+		b.prespawn(pod.Name)
+	}
 	return nil
 }
 
@@ -272,7 +324,50 @@ func (b *Backend) workspaceOf(ctx context.Context, pod string) (*workspace, erro
 	return ws, nil
 }
 
-// syncDialer starts `boxagent sync` in the Pod through its agent for each exchange. A Pod
+// startSync starts `boxagent sync` in the Pod through its agent client c.
+func (w *workspaces) startSync(ctx context.Context, c *agent.Client, pod string, sp *spare) {
+	defer close(sp.ready)
+	argv := w.syncArgv
+	if argv == nil {
+		argv = []string{AgentPath, wsync.AgentSubcommand}
+	}
+	p, err := c.Start(ctx, agent.Command{Argv: argv})
+	if err != nil {
+		if errors.Is(err, agent.ErrGone) {
+			sp.err = fmt.Errorf("workspace sync in pod %s: %w: %v", pod, backend.ErrNotStarted, err)
+		} else {
+			sp.err = fmt.Errorf("start boxagent sync in pod %s: %w", pod, err)
+		}
+		return
+	}
+	sp.p, sp.stderr, sp.drained = p, &agent.HeadBuffer{Limit: 4 << 10}, make(chan struct{})
+	go func() {
+		_, _ = io.Copy(sp.stderr, p.Stderr())
+		close(sp.drained)
+	}()
+}
+
+// prespawn starts the Pod's spare `boxagent sync` in the background when it has none (and
+// its agent is connected; nothing happens otherwise).
+func (b *Backend) prespawn(pod string) {
+	b.mu.Lock()
+	s := b.sandboxes[pod]
+	b.mu.Unlock()
+	if s == nil || !s.mu.TryLock() { // connecting: the next dial starts its own
+		return
+	}
+	c := s.client
+	s.mu.Unlock()
+	if c == nil || c.Err() != nil {
+		return
+	}
+	if sp := b.ws.newSpare(pod); sp != nil {
+		go b.ws.startSync(context.Background(), c, pod, sp)
+	}
+}
+
+// syncDialer gives each exchange a `boxagent sync` in the Pod: the spare when there is a
+// live one, else one started now; then a new spare is started for the next exchange. A Pod
 // that is gone is backend.ErrNotStarted (wrapped), as for an exec.
 func (b *Backend) syncDialer(pod string) wsync.Dialer {
 	return func(ctx context.Context) (*wsync.Conn, error) {
@@ -280,19 +375,26 @@ func (b *Backend) syncDialer(pod string) wsync.Dialer {
 		if err != nil {
 			return nil, b.agentErr(ctx, "workspace sync", pod, err)
 		}
-		p, err := c.Start(ctx, agent.Command{Argv: []string{AgentPath, wsync.AgentSubcommand}})
-		if err != nil {
-			if errors.Is(err, agent.ErrGone) {
-				return nil, fmt.Errorf("workspace sync in pod %s: %w: %v", pod, backend.ErrNotStarted, err)
+		sp := b.ws.takeSpare(pod)
+		if sp != nil {
+			select {
+			case <-sp.ready:
+			case <-ctx.Done():
+				return nil, ctx.Err()
 			}
-			return nil, fmt.Errorf("start boxagent sync in pod %s: %w", pod, err)
+			if sp.err != nil || sp.exited() {
+				sp = nil // killed in the sandbox, or its start failed: a new one
+			}
 		}
-		stderr := &agent.HeadBuffer{Limit: 4 << 10}
-		drained := make(chan struct{})
-		go func() {
-			_, _ = io.Copy(stderr, p.Stderr())
-			close(drained)
-		}()
+		if sp == nil {
+			sp = &spare{ready: make(chan struct{})}
+			b.ws.startSync(ctx, c, pod, sp)
+			if sp.err != nil {
+				return nil, sp.err
+			}
+		}
+		defer b.prespawn(pod)
+		p, stderr, drained := sp.p, sp.stderr, sp.drained
 		return &wsync.Conn{Stdin: p.Stdin(), Stdout: p.Stdout(), Done: func(failed bool) error {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), syncDoneTimeout)
 			defer cancel()

@@ -369,7 +369,7 @@ func (p *pool) reconcile(ctx context.Context) {
 	for name := range p.ready {
 		if !seen[name] && !p.claiming[name] && p.taken[name].IsZero() {
 			delete(p.ready, name)
-			go p.b.forget(name)
+			go func() { p.b.forget(name); p.b.ws.forget(name) }()
 		}
 	}
 	for name, at := range p.taken {
@@ -447,6 +447,7 @@ func (p *pool) removeUnclaimed(ctx context.Context, name, rv, why string) {
 		p.met.removed.WithLabelValues(why).Inc()
 		p.log.Info(fmt.Sprintf("LangBot Box warm pool: deleted unclaimed pod %s/%s (%s)", p.b.set.Namespace, name, why))
 		p.b.forget(name)
+		p.b.ws.forget(name)
 	case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
 		// Claimed (or changed, or gone) since the pool looked: not the pool's to delete now.
 	case ctx.Err() == nil:
@@ -458,6 +459,7 @@ func (p *pool) removeUnclaimed(ctx context.Context, name, rv, why string) {
 func (p *pool) remove(ctx context.Context, name, why string) {
 	p.met.removed.WithLabelValues(why).Inc()
 	p.b.forget(name)
+	p.b.ws.forget(name)
 	p.log.Info(fmt.Sprintf("LangBot Box warm pool: deleting unclaimed pod %s/%s (%s)", p.b.set.Namespace, name, why))
 	if err := p.b.deletePod(ctx, name); err != nil {
 		p.log.Warn("LangBot Box warm pool: " + err.Error())
@@ -517,6 +519,7 @@ func (p *pool) create(ctx context.Context, s *poolShape, name string) {
 		return
 	}
 	ok = true
+	p.b.prespawn(name)
 	p.mu.Lock()
 	if p.taken[name].IsZero() {
 		p.ready[name] = true
@@ -530,6 +533,9 @@ func (p *pool) open(ctx context.Context, name string) {
 	sctx, cancel := context.WithTimeout(ctx, p.b.set.StartTimeout)
 	defer cancel()
 	err := p.connect(sctx, name)
+	if err == nil {
+		p.b.prespawn(name)
+	}
 	p.mu.Lock()
 	delete(p.connecting, name)
 	if err == nil && !p.claiming[name] && p.taken[name].IsZero() {
