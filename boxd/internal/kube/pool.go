@@ -173,6 +173,7 @@ type pool struct {
 	connecting map[string]bool   // agent streams being opened
 	ready      map[string]bool   // pool Pods whose agent stream is open
 	claiming   map[string]bool   // Pods a claim is patching
+	deleting   map[string]bool   // Pods the pool is deleting (until the watch shows it)
 	// taken are Pods this boxd claimed (→ when): an agent stream opened for the pool after the
 	// claim must not mark them ready again (and then close it when they leave the pool's
 	// watch). Kept until no such open can still run (start_timeout_sec and a minute).
@@ -186,7 +187,7 @@ func newPool(b *Backend) (*pool, error) {
 	}
 	p := &pool{b: b, byHash: map[string]*poolShape{}, met: newPoolMetrics(), log: b.log, now: time.Now,
 		connect: func(ctx context.Context, pod string) error { _, err := b.agentFor(ctx, pod); return err },
-		kick:    make(chan struct{}, 1), pending: map[string]string{}, connecting: map[string]bool{}, ready: map[string]bool{}, claiming: map[string]bool{}, taken: map[string]time.Time{}}
+		kick:    make(chan struct{}, 1), pending: map[string]string{}, connecting: map[string]bool{}, ready: map[string]bool{}, claiming: map[string]bool{}, deleting: map[string]bool{}, taken: map[string]time.Time{}}
 	for i, s := range b.set.WarmPool {
 		tpl, hash, err := poolTemplate(s, b.set, b.set.Namespace, b.opts.Scope)
 		if err != nil {
@@ -344,7 +345,7 @@ func (p *pool) reconcile(ctx context.Context) {
 		seen[pod.Name] = true
 		rvs[pod.Name] = pod.ResourceVersion
 		delete(p.pending, pod.Name)
-		if pod.DeletionTimestamp != nil || p.claiming[pod.Name] || !p.taken[pod.Name].IsZero() {
+		if pod.DeletionTimestamp != nil || p.claiming[pod.Name] || p.deleting[pod.Name] || !p.taken[pod.Name].IsZero() {
 			continue
 		}
 		s := p.byHash[pod.Labels[LabelPool]]
@@ -362,7 +363,12 @@ func (p *pool) reconcile(ctx context.Context) {
 		byShape[s.hash] = append(byShape[s.hash], poolPod{Name: pod.Name, Created: pod.CreationTimestamp.Time, Running: done, Ready: done && p.ready[pod.Name]})
 		if done && !p.ready[pod.Name] && !p.connecting[pod.Name] {
 			p.connecting[pod.Name] = true
-			go p.open(ctx, pod.Name)
+			go p.open(ctx, pod.Name, pod.ResourceVersion)
+		}
+	}
+	for name := range p.deleting {
+		if !seen[name] {
+			delete(p.deleting, name)
 		}
 	}
 	// Pods gone (deleted, or claimed by another boxd): their streams are closed.
@@ -414,6 +420,7 @@ func (p *pool) reconcile(ctx context.Context) {
 	}
 	for name, why := range del {
 		delete(p.ready, name)
+		p.deleting[name] = true
 		go p.removeUnclaimed(ctx, name, rvs[name], why)
 	}
 }
@@ -450,9 +457,19 @@ func (p *pool) removeUnclaimed(ctx context.Context, name, rv, why string) {
 		p.b.ws.forget(name)
 	case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
 		// Claimed (or changed, or gone) since the pool looked: not the pool's to delete now.
+		p.undelete(name)
 	case ctx.Err() == nil:
 		p.log.Warn(fmt.Sprintf("LangBot Box warm pool: delete pod %s/%s (%s): %v", p.b.set.Namespace, name, why, err))
+		p.undelete(name)
 	}
+}
+
+// undelete lets the pool look at a Pod it failed to delete again.
+func (p *pool) undelete(name string) {
+	p.mu.Lock()
+	delete(p.deleting, name)
+	p.mu.Unlock()
+	p.wake()
 }
 
 // remove deletes a Pod the pool created and never gave out (it did not start).
@@ -528,8 +545,8 @@ func (p *pool) create(ctx context.Context, s *poolShape, name string) {
 }
 
 // open opens the agent stream of a running pool Pod this boxd did not create (or whose
-// stream it lost).
-func (p *pool) open(ctx context.Context, name string) {
+// stream it lost); a Pod whose agent cannot be reached is deleted (if still unclaimed).
+func (p *pool) open(ctx context.Context, name, rv string) {
 	sctx, cancel := context.WithTimeout(ctx, p.b.set.StartTimeout)
 	defer cancel()
 	err := p.connect(sctx, name)
@@ -543,7 +560,11 @@ func (p *pool) open(ctx context.Context, name string) {
 	}
 	p.mu.Unlock()
 	if err != nil && ctx.Err() == nil {
-		p.log.Warn(fmt.Sprintf("LangBot Box warm pool: open the agent stream of pod %s: %v", name, err))
+		p.log.Warn(fmt.Sprintf("LangBot Box warm pool: open the agent stream of pod %s: %v: deleting it", name, err))
+		p.mu.Lock()
+		p.deleting[name] = true
+		p.mu.Unlock()
+		p.removeUnclaimed(ctx, name, rv, "failed")
 	}
 	p.wake()
 }
