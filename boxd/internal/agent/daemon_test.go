@@ -230,8 +230,12 @@ func TestReattachResumesOutputAndStdin(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 3, code)
 	assert.Equal(t, 2, d.dials(), "one connection before the drop, one after")
-	_, _, _, known := d.state(p.cl.id)
-	assert.False(t, known, "the exit was collected: the agent forgot the command")
+	// The Release that lets the agent forget the command is queued by Wait and sent by the
+	// client's flush loop: the agent learns of it shortly after Wait returns.
+	assert.Eventually(t, func() bool {
+		_, _, _, known := d.state(p.cl.id)
+		return !known
+	}, 10*time.Second, 5*time.Millisecond, "the exit was collected: the agent forgot the command")
 }
 
 // TestReattachMidStream drops the connection while a process's output streams (more than the
