@@ -161,30 +161,3 @@ func (e *env) claimDir(ns, claim string) string {
 	})
 	return dir
 }
-
-// The kubernetes backend with box.kubernetes.runtimeClassName=gvisor (the RuntimeClass
-// hack/cluster.sh installs: runsc on the real node): the stand-in's whole round trip (exec
-// through the agent, the workspace on the claim, a skill, the stdio MCP relay) runs in sandbox
-// Pods whose kernel is gVisor's, not the node's.
-func TestBoxKubernetesGVisor(t *testing.T) {
-	e := newEnv(t)
-	ns := uniqueNS("boxgvisor")
-	e.install("langbot", ns, true, "-f", e.values("real-node.yaml"), "-f", filepath.Join(e.chart(), "ci", "box-kubernetes-values.yaml"),
-		"--set", "box.kubernetes.runtimeClassName=gvisor")
-	status := e.outcome(ns, "the stand-in's round trip through gVisor sandbox Pods", 5*time.Minute, func(o standinOutcome) bool { return o.Box.State == "ok" }).Box
-	assert.Equal(t, "written by the langbot stand-in", status.Exec["stdout"])
-	assert.Equal(t, "hello from a skill", status.Skill["stdout"])
-	assert.Contains(t, status.MCP["echoed"], `"method":"initialize"`)
-
-	hostKernel, err := os.ReadFile("/proc/sys/kernel/osrelease")
-	require.NoError(t, err)
-	sandboxes := e.sandboxPods(ns)
-	require.NotEmpty(t, sandboxes)
-	for _, p := range sandboxes {
-		require.NotNil(t, p.Spec.RuntimeClassName, p.Name)
-		assert.Equal(t, "gvisor", *p.Spec.RuntimeClassName, p.Name)
-		kernel := e.isoExecOK(ns, p.Name, "uname", "-r")
-		assert.NotEqual(t, strings.TrimSpace(string(hostKernel)), strings.TrimSpace(kernel), "sandbox %s sees the node's kernel", p.Name)
-		assert.Contains(t, e.isoExecOK(ns, p.Name, "dmesg"), "Starting gVisor", "sandbox %s: gVisor's kernel log", p.Name)
-	}
-}
