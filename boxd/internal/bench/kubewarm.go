@@ -32,7 +32,8 @@ const warmPoolSize = 32
 // pool of warmPoolSize Pods for a BoxSpec's default resources (cpus 1, memory_mb 512, read-only root);
 // box_create_session + first box_exec on a warm hit vs a cold Pod (a spec of cpus 0.5, which
 // no shape has), interleaved, each session with a tenant workspace holding one file; then a
-// burst of warmPoolSize creates at once against the full pool.
+// burst of warmPoolSize creates at once against the full pool. Each warm sample starts on a
+// quiet node (the pool refilled, earlier samples' Pods gone); the cold one follows at once.
 func runKubeWarm(ctx context.Context, o Options, ko KubeOptions, env *kubetest.Env, rep *Report) error {
 	cfg := env.BoxConfig(ko.AgentImage)
 	k := cfg["kubernetes"].(map[string]any)
@@ -91,9 +92,37 @@ func runKubeWarm(ctx context.Context, o Options, ko KubeOptions, env *kubetest.E
 		pod, _ := resp["backend_session_id"].(string)
 		return d, pod, t, nil
 	}
+	// Before each warm sample the node is quiet: the pool full again and the previous samples'
+	// Pods gone (on 2 cores a Pod starting or stopping beside the sample doubles it).
+	quiet := func() error {
+		if err := b.waitPoolReady(ctx, warmPoolSize, 10*time.Minute); err != nil {
+			return err
+		}
+		deadline := time.Now().Add(5 * time.Minute)
+		for {
+			l, err := pods.List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return fmt.Errorf("list pods: %w", err)
+			}
+			if len(l.Items) <= warmPoolSize {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%d pods still in namespace %s after 5 min", len(l.Items), env.Namespace)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
 	const wl = "kubernetes isolated: session create to first exec"
 	warm := 0
 	for i := 0; i < o.N; i++ {
+		if err := quiet(); err != nil {
+			return err
+		}
 		id := fmt.Sprintf("kwarm-%d", i)
 		d, pod, t, err := createExec(c, id, nil)
 		if err != nil {
@@ -119,7 +148,7 @@ func runKubeWarm(ctx context.Context, o Options, ko KubeOptions, env *kubetest.E
 	rep.target(Target{Name: "kubernetes warm pool hit: create to first exec p99", Goal: "≤ 150 ms", Measured: st.P99, Limit: 150})
 
 	// The burst: the pool full again, warmPoolSize creates at once, each on its own connection.
-	if err := b.waitPoolReady(ctx, warmPoolSize, 10*time.Minute); err != nil {
+	if err := quiet(); err != nil {
 		return err
 	}
 	hits0, err := b.metric("boxd_pool_hits_total")

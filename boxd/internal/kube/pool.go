@@ -65,6 +65,11 @@ const (
 // claimTries bounds how often one Pod is re-tried after a 409 that was not another claim.
 const claimTries = 3
 
+// quietAfterClaim delays a shape's refill after a claim: starting a Pod keeps this machine's
+// API server, kubelet and container runtime busy for seconds, and the claimed session's first
+// box_exec follows its create at once.
+const quietAfterClaim = time.Second
+
 // poolShape is a configured shape with its Pod template.
 type poolShape struct {
 	PoolShape
@@ -75,6 +80,7 @@ type poolShape struct {
 	// guarded by pool.mu
 	failures     int
 	backoffUntil time.Time
+	lastClaim    time.Time
 }
 
 // matches reports whether a session spec can be served by a Pod of shape p.
@@ -408,7 +414,7 @@ func (p *pool) reconcile(ctx context.Context) {
 		}
 		p.met.pods.WithLabelValues(s.hash, "ready").Set(float64(ready))
 		p.met.pods.WithLabelValues(s.hash, "starting").Set(float64(starting))
-		if now.Before(s.backoffUntil) {
+		if now.Before(s.backoffUntil) || now.Sub(s.lastClaim) < quietAfterClaim {
 			continue
 		}
 		for i := 0; i < pl.Create && s.limiter.TryAccept(); i++ {
@@ -646,6 +652,7 @@ func (p *pool) claim(ctx context.Context, spec backend.SessionSpec) (string, boo
 		delete(p.ready, pod.Name)
 		if err == nil {
 			p.taken[pod.Name] = p.now()
+			s.lastClaim = p.now()
 		}
 		p.mu.Unlock()
 		switch {
