@@ -209,7 +209,24 @@ func (b *Backend) installAgent(root string) (string, error) {
 		b.log.Warn("LangBot Box exec agent file changed on disk, installing it again: " + in.path)
 		delete(b.ag.installed, root)
 	}
-	data, err := os.ReadFile(b.opts.AgentBinary)
+	dst, err := InstallAgentFile(root, b.opts.AgentBinary)
+	if err != nil {
+		return "", err
+	}
+	id, err := statID(dst)
+	if err != nil {
+		return "", fmt.Errorf("stat installed agent: %w", err)
+	}
+	b.ag.installed[root] = installedAgent{path: dst, id: id}
+	return dst, nil
+}
+
+// InstallAgentFile places the boxagent binary at <root>/.boxd/agent-<first 8 bytes of its
+// SHA-256> (mode 0555, its directory 0755: only boxd may change them), unless that file already
+// holds it, and returns the file's path. The Docker backend bind-mounts it into sandboxes; the
+// kubernetes backend mounts it as a subPath of the box root claim.
+func InstallAgentFile(root, binary string) (string, error) {
+	data, err := os.ReadFile(binary)
 	if err != nil {
 		return "", fmt.Errorf("read boxagent binary: %w", err)
 	}
@@ -221,11 +238,6 @@ func (b *Backend) installAgent(root string) (string, error) {
 			return "", err
 		}
 	}
-	id, err := statID(dst)
-	if err != nil {
-		return "", fmt.Errorf("stat installed agent: %w", err)
-	}
-	b.ag.installed[root] = installedAgent{path: dst, id: id}
 	return dst, nil
 }
 

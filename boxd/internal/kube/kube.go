@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -74,6 +76,9 @@ type Backend struct {
 
 	omu   sync.Mutex
 	owner *metav1.OwnerReference // owner_config_map, once read
+
+	amu      sync.Mutex
+	agentSub string // the agent file as a path of the box root claim, once placed (agentOnClaim)
 
 	ws   workspaces // isolated mode: the sandboxes' workspaces (isolated.go)
 	pool *pool      // the warm pool, nil without one (pool.go)
@@ -262,7 +267,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.SessionSpec) (backend.
 	}
 	name := PodName(spec.PhysicalID)
 	pod, err := buildPod(spec, subs, b.set, podIdentity{Name: name, Namespace: b.set.Namespace, InstanceID: b.opts.InstanceID, Scope: b.opts.Scope,
-		Node: node, Owner: owner})
+		Node: node, Owner: owner, AgentSubPath: b.agentOnClaim()})
 	if err != nil {
 		return backend.Handle{}, backendErr(err)
 	}
@@ -571,4 +576,38 @@ func (b *Backend) Recover(ctx context.Context, currentInstanceID string) ([]back
 		return adopted, removed, fmt.Errorf("remove orphaned pods: %s", strings.Join(failed, "; "))
 	}
 	return adopted, removed, nil
+}
+
+// agentOnClaim places boxd's own boxagent on the box root claim (<mount path>/.boxd, as the
+// Docker backend places it under host_root; internal/mounts never mounts .boxd read-write) and
+// returns it as a path of the claim, so sandbox Pods mount it instead of running an init
+// container. "" (the init container from agent_image is used) without a claim or a boxagent
+// binary next to boxd, or when placing it fails (logged).
+func (b *Backend) agentOnClaim() string {
+	if b.set.ClaimName == "" || b.set.ClaimMountPath == "" {
+		return ""
+	}
+	bin := docker.DefaultAgentBinary()
+	if bin == "" {
+		return ""
+	}
+	b.amu.Lock()
+	defer b.amu.Unlock()
+	root := mounts.Resolve(b.set.ClaimMountPath)
+	if b.agentSub != "" {
+		if _, err := os.Stat(filepath.Join(root, b.agentSub)); err == nil {
+			return b.agentSub
+		}
+	}
+	path, err := docker.InstallAgentFile(root, bin)
+	if err != nil {
+		b.log.Warn(fmt.Sprintf("LangBot Box kubernetes backend: cannot place the exec agent on the box root claim, sandbox Pods get it from an init container: %v", err))
+		return ""
+	}
+	rel, err := filepath.Rel(root, path)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return ""
+	}
+	b.agentSub = rel
+	return rel
 }

@@ -156,6 +156,10 @@ type podIdentity struct {
 	Node string
 	// Owner, when set, is the owner reference every sandbox Pod gets (owner_config_map).
 	Owner *metav1.OwnerReference
+	// AgentSubPath, when set, is boxd's boxagent file as a path of the box root claim
+	// (docker.InstallAgentFile under the claim's mount path): the sandbox mounts it read-only
+	// at AgentPath and the Pod has no init container.
+	AgentSubPath string
 }
 
 // buildPod is the sandbox Pod for spec: restricted security context, the agent delivered by
@@ -261,6 +265,9 @@ func buildPod(spec backend.SessionSpec, subs []subPathMount, set Settings, id po
 			ImagePullSecrets:  pullSecrets,
 		},
 	}
+	if id.AgentSubPath != "" && set.ClaimName != "" {
+		agentFromClaim(pod, set.ClaimName, id.AgentSubPath)
+	}
 	if set.RuntimeClassName != "" {
 		pod.Spec.RuntimeClassName = ptr.To(set.RuntimeClassName)
 	}
@@ -324,4 +331,41 @@ func podSecurity(set Settings) *corev1.PodSecurityContext {
 		sc.SupplementalGroups = []int64{set.SandboxGroup}
 	}
 	return sc
+}
+
+// agentFromClaim delivers the agent from the box root claim instead of by an init container:
+// the file boxd placed there (read-only for everyone but boxd) is mounted read-only at
+// AgentPath. One container start less per sandbox, and no short-lived init container (whose
+// exit a runtime such as runsc driven through the runc shim may never report).
+func agentFromClaim(pod *corev1.Pod, claim, sub string) {
+	pod.Spec.InitContainers = nil
+	vols := pod.Spec.Volumes[:0]
+	hasClaim := false
+	for _, v := range pod.Spec.Volumes {
+		switch v.Name {
+		case agentVolume:
+			continue
+		case boxRootVolume:
+			hasClaim = true
+		}
+		vols = append(vols, v)
+	}
+	if !hasClaim {
+		vols = append(vols, corev1.Volume{Name: boxRootVolume, VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}})
+	}
+	pod.Spec.Volumes = vols
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		if c.Name != SandboxContainer {
+			continue
+		}
+		mounts := []corev1.VolumeMount{{Name: boxRootVolume, SubPath: sub, MountPath: AgentPath, ReadOnly: true}}
+		for _, m := range c.VolumeMounts {
+			if m.Name != agentVolume {
+				mounts = append(mounts, m)
+			}
+		}
+		c.VolumeMounts = mounts
+	}
 }

@@ -403,3 +403,48 @@ func TestBuildPodSandboxGroup(t *testing.T) {
 		})
 	}
 }
+
+// With the agent placed on the box root claim the Pod has no init container and no agent
+// emptyDir: the sandbox mounts the file read-only at AgentPath (one claim volume, shared with
+// the workspace subPaths); without it the init container delivers the agent.
+func TestBuildPodAgentDelivery(t *testing.T) {
+	subs := []subPathMount{{SubPath: "default/tenants/a", MountPath: "/workspace"}}
+	for _, tc := range []struct {
+		name      string
+		agentSub  string
+		subs      []subPathMount
+		wantInit  bool
+		wantMount corev1.VolumeMount
+	}{
+		{"init container", "", subs, true, corev1.VolumeMount{Name: agentVolume, MountPath: AgentDir, ReadOnly: true}},
+		{"from the claim, with a workspace", ".boxd/agent-0123456789abcdef", subs, false,
+			corev1.VolumeMount{Name: boxRootVolume, SubPath: ".boxd/agent-0123456789abcdef", MountPath: AgentPath, ReadOnly: true}},
+		{"from the claim, no workspace", ".boxd/agent-0123456789abcdef", nil, false,
+			corev1.VolumeMount{Name: boxRootVolume, SubPath: ".boxd/agent-0123456789abcdef", MountPath: AgentPath, ReadOnly: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			set := testSettings(t, map[string]any{"box_root": map[string]any{"claim_name": "root", "mount_path": "/app/data/box"}})
+			pod, err := buildPod(backend.SessionSpec{PhysicalID: "s", Image: "img"}, tc.subs, set,
+				podIdentity{Name: "p", Namespace: "ns", InstanceID: "i", AgentSubPath: tc.agentSub})
+			require.NoError(t, err)
+			assert.Equal(t, tc.wantInit, len(pod.Spec.InitContainers) == 1)
+			assert.Contains(t, pod.Spec.Containers[0].VolumeMounts, tc.wantMount)
+			claims, agentDirs := 0, 0
+			for _, v := range pod.Spec.Volumes {
+				switch v.Name {
+				case boxRootVolume:
+					claims++
+					assert.Equal(t, "root", v.PersistentVolumeClaim.ClaimName)
+				case agentVolume:
+					agentDirs++
+				}
+			}
+			assert.Equal(t, map[bool]int{true: 1, false: 0}[tc.wantInit], agentDirs, "the agent emptyDir only with the init container")
+			assert.LessOrEqual(t, claims, 1, "one claim volume")
+			if !tc.wantInit {
+				assert.Equal(t, 1, claims)
+			}
+			assert.Equal(t, DaemonCommand(), pod.Spec.Containers[0].Command, "the agent daemon is the main process either way")
+		})
+	}
+}
