@@ -100,7 +100,8 @@ func runKubeWarm(ctx context.Context, o Options, ko KubeOptions, env *kubetest.E
 		}
 		deadline := time.Now().Add(5 * time.Minute)
 		for {
-			l, err := pods.List(ctx, metav1.ListOptions{})
+			// boxd's Pods only: the raw baseline Pod of the exec rows lives until RunKube ends.
+			l, err := pods.List(ctx, metav1.ListOptions{LabelSelector: "langbot.box=true"})
 			if err != nil {
 				return fmt.Errorf("list pods: %w", err)
 			}
