@@ -35,9 +35,6 @@ type localSandbox struct {
 
 func newLocalSandbox(t *testing.T, limits map[string]any) *localSandbox {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("builds boxagent")
-	}
 	bin, err := agenttest.Build(t.TempDir())
 	require.NoError(t, err)
 	root := t.TempDir()

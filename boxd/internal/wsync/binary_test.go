@@ -18,9 +18,6 @@ import (
 // per exchange, its stdin and stdout the Conn (here through os/exec instead of the exec
 // agent). Mount paths are absolute paths of this machine under a temporary directory.
 func TestBoxagentSyncBinary(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds boxagent")
-	}
 	bin, err := agenttest.Build(t.TempDir())
 	require.NoError(t, err)
 	out, err := exec.Command(bin, AgentSubcommand, "extra").CombinedOutput()

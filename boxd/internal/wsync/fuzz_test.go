@@ -4,11 +4,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -88,47 +86,5 @@ func hostileResponses(tb testing.TB) [][]byte {
 		craft(tb, resp, []rec{{name: "0/ln2", typ: tar.TypeSymlink, link: "/"}, file("0/ln2/x", "x")}, -1, false),
 		craft(tb, resp, []rec{{name: "0/d", typ: tar.TypeDir, mode: 0o755}, file("0/d/x", "x"), file("1/SKILL.md", "s")}, -1, false),
 		craft(tb, response{Trees: []respTree{{Delete: []string{"a"}}, {}}}, nil, 0, false),
-	}
-}
-
-// TestWriteFuzzSeeds regenerates testdata/fuzz/FuzzServe and FuzzPullResponse from real
-// exchanges of a Session (WSYNC_WRITE_FUZZ_SEEDS=1 go test -run TestWriteFuzzSeeds).
-func TestWriteFuzzSeeds(t *testing.T) {
-	if os.Getenv("WSYNC_WRITE_FUZZ_SEEDS") == "" {
-		t.Skip("set WSYNC_WRITE_FUZZ_SEEDS=1 to regenerate the seed corpora")
-	}
-	e := newEnv(t, stdMounts, Options{})
-	write(t, e.h("ws", "README.md"), "hello", 0o644)
-	write(t, e.h("ws", "bin/run.sh"), "#!/bin/sh\n", 0o755)
-	require.NoError(t, os.Symlink("README.md", e.h("ws", "link")))
-	write(t, e.h("skill", "SKILL.md"), "---\nname: demo\n---\n", 0o644)
-	write(t, e.h("roskill", "SKILL.md"), "ro", 0o644)
-	var reqs, resps [][]byte
-	capture := func(ctx context.Context) (*Conn, error) {
-		return e.dialWith(ctx, func(ctx context.Context, in io.Reader, out io.Writer) error {
-			var req, resp bytes.Buffer
-			err := Serve(ctx, io.TeeReader(in, &req), io.MultiWriter(out, &resp), ServeOptions{Base: e.sandbox})
-			reqs, resps = append(reqs, req.Bytes()), append(resps, resp.Bytes())
-			return err
-		})
-	}
-	ctx := t.Context()
-	_, err := e.sess.Push(ctx, capture)
-	require.NoError(t, err)
-	write(t, e.s("/workspace/out.txt"), "from the sandbox", 0o644)
-	require.NoError(t, os.Remove(e.s("/workspace/link")))
-	_, err = e.sess.Pull(ctx, capture)
-	require.NoError(t, err)
-	write(t, e.h("ws", "README.md"), "changed", 0o644)
-	require.NoError(t, os.RemoveAll(e.h("ws", "bin")))
-	_, err = e.sess.Push(ctx, capture)
-	require.NoError(t, err)
-	for name, seeds := range map[string][][]byte{"FuzzServe": append(reqs, hostileRequests(t)...), "FuzzPullResponse": append(resps, hostileResponses(t)...)} {
-		dir := filepath.Join("testdata", "fuzz", name)
-		require.NoError(t, os.MkdirAll(dir, 0o755))
-		for i, s := range seeds {
-			body := fmt.Sprintf("go test fuzz v1\n[]byte(%s)\n", strconv.Quote(string(s)))
-			require.NoError(t, os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%02d", i)), []byte(body), 0o644))
-		}
 	}
 }
